@@ -1,0 +1,54 @@
+# Quick start: `make run` (install, ingest the bundled sample photos, print stats), then `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export FACE_PIPELINE_HOME ?= $(CURDIR)/.face_pipeline
+export ORT_DISABLE_TELEMETRY := 1
+export DAGSTER_DISABLE_TELEMETRY := 1
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+.PHONY: install run dev test bench clean-home faces-stats faces-ingest faces-export
+
+install: $(STAMP)
+
+# torch first, pinned to the local CPU build: anything unpinned would pull gigabytes of CUDA wheels.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+run: install
+	$(BIN)/face-pipeline init
+	$(BIN)/face-pipeline ingest "$$($(BIN)/face-pipeline samples)" --batch samples
+	$(BIN)/face-pipeline stats
+	@echo ""
+	@echo "Open the Dagster UI with:  make dev    (then http://$(HOST):$(PORT))"
+
+dev: install
+	$(BIN)/face-pipeline init
+	DAGSTER_HOME=$(FACE_PIPELINE_HOME)/dagster_home $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+test: install
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/train.py
+
+faces-stats: install
+	$(BIN)/face-pipeline stats
+
+faces-ingest: install
+	$(BIN)/face-pipeline ingest $(PHOTOS)
+
+faces-export: install
+	$(BIN)/face-pipeline export --out $(or $(OUT),faces.parquet)
+
+clean-home:
+	rm -rf $(FACE_PIPELINE_HOME)

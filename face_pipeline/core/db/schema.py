@@ -1,0 +1,177 @@
+"""The SQL schema: the source of truth for photos, faces, people, labels and the audit log.
+
+Designed once for the whole product (ingest, clustering, labelling, training). Vectors live in Qdrant; every
+fact a person cares about (who is who, what they changed, when) lives here, so losing the vector store loses
+nothing that cannot be recomputed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Status / source vocabularies (plain strings in SQL so PostgreSQL and SQLite agree without enum types).
+PHOTO_OK, PHOTO_NO_FACES, PHOTO_FAILED, PHOTO_DUPLICATE = "ok", "no_faces", "failed", "duplicate"
+SOURCE_MANUAL, SOURCE_AUTO, SOURCE_CLUSTER = "manual", "auto", "cluster"
+HUMAN_SOURCES = (SOURCE_MANUAL, SOURCE_CLUSTER)  # set by a person: automation never overwrites these
+PERSON_ACTIVE, PERSON_MERGED, PERSON_HIDDEN = "active", "merged", "hidden"
+
+
+class PhotoBatch(Base):
+    """One dynamic partition: a folder of photos ingested together."""
+
+    __tablename__ = "photo_batches"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source_dir: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="registered")  # registered / detected / embedded
+    photos: Mapped[int] = mapped_column(Integer, default=0)
+    faces: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    detected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    embedded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Photo(Base):
+    """One file seen in a batch. ``image_id`` derives from the content hash, so the same picture copied into
+    two batches shares an image id and its faces are detected and embedded once (the later copy is recorded
+    with status ``duplicate``)."""
+
+    __tablename__ = "photos"
+    __table_args__ = (UniqueConstraint("batch", "rel_path", name="uq_photos_batch_path"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch: Mapped[str] = mapped_column(ForeignKey("photo_batches.name", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    rel_path: Mapped[str] = mapped_column(String(1000))
+    image_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    faces: Mapped[int] = mapped_column(Integer, default=0)
+    ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Person(Base):
+    __tablename__ = "persons"
+    person_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # person_{uuid hex}
+    name: Mapped[str] = mapped_column(String(300), index=True)
+    status: Mapped[str] = mapped_column(String(20), default=PERSON_ACTIVE)
+    merged_into: Mapped[str | None] = mapped_column(ForeignKey("persons.person_id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class FaceInstance(Base):
+    """One detected face. ``face_id`` is ``{image_id}_face{n}`` with n counted left to right, so re-running a
+    batch produces the same ids and overwrites instead of duplicating."""
+
+    __tablename__ = "face_instances"
+    __table_args__ = (Index("ix_faces_person", "person_id"), Index("ix_faces_cluster", "cluster_id"))
+    face_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    image_id: Mapped[str] = mapped_column(String(64), index=True)
+    batch: Mapped[str] = mapped_column(ForeignKey("photo_batches.name", ondelete="CASCADE"), index=True)
+    face_index: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    landmarks: Mapped[list] = mapped_column(JSON)  # 5 × [x, y]
+    det_score: Mapped[float] = mapped_column(Float)
+    quality_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    embedding_norm: Mapped[float | None] = mapped_column(Float, nullable=True)
+    embedding_model: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    embedded: Mapped[bool] = mapped_column(Boolean, default=False)
+    person_id: Mapped[str | None] = mapped_column(ForeignKey("persons.person_id", ondelete="SET NULL"), nullable=True)
+    cluster_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    person_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    person_margin: Mapped[float | None] = mapped_column(Float, nullable=True)
+    assignment_source: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    payload_dirty: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class FaceRejection(Base):
+    """"Not this person": a cannot-link between a face and a person, respected by every later assignment."""
+
+    __tablename__ = "face_rejections"
+    face_id: Mapped[str] = mapped_column(ForeignKey("face_instances.face_id", ondelete="CASCADE"), primary_key=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.person_id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PersonPrototype(Base):
+    """A person's centroid or exemplar vector in one embedding space (``raw`` or ``proj_v{N}``)."""
+
+    __tablename__ = "person_prototypes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.person_id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # centroid / exemplar
+    space: Mapped[str] = mapped_column(String(40), default="raw")
+    face_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
+    faces: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FaceAssignmentEvent(Base):
+    """Append-only audit log: every change of who a face is, by whom and why. Its id is the sensors' cursor."""
+
+    __tablename__ = "face_assignment_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(50), index=True)
+    face_id: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    from_person: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    to_person: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cluster_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class ProjectionHead(Base):
+    """A trained projection head version and whether the gate promoted it."""
+
+    __tablename__ = "projection_heads"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    embedding_model: Mapped[str] = mapped_column(String(100))
+    path: Mapped[str] = mapped_column(Text)
+    promoted: Mapped[bool] = mapped_column(Boolean, default=False)
+    live: Mapped[bool] = mapped_column(Boolean, default=False)
+    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    last_event_id: Mapped[int] = mapped_column(Integer, default=0)  # label state it was trained on
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PipelineState(Base):
+    """Small key/value facts the pipeline keeps between runs (next cluster number, last clustered event)."""
+
+    __tablename__ = "pipeline_state"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
