@@ -43,7 +43,7 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | None = None) -> None:
+def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | None = None, run_config: dict | None = None) -> None:
     """Execute a job of the code location in this process, recorded in the home's Dagster instance."""
     from face_pipeline.definitions import defs
 
@@ -54,7 +54,7 @@ def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | No
             partition_key=partition_key,
             tags=tags or {},
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     if not result.success:
         failure = next((e for e in result.all_events if e.is_failure and e.event_specific_data is not None), None)
@@ -166,6 +166,242 @@ def export(
     else:
         frame.to_parquet(out, index=False)
     console.print(f"wrote {len(frame)} faces to {out}")
+
+
+# ------------------------------------------------------------------------------------------ organising ----
+def _organize_run_config(person_threshold, unknown_method, unknown_min_size, unknown_threshold, use_trained_model) -> dict:
+    cfg = {
+        k: v
+        for k, v in {
+            "person_threshold": person_threshold,
+            "unknown_method": unknown_method,
+            "unknown_min_size": unknown_min_size,
+            "unknown_threshold": unknown_threshold,
+            "use_trained_model": use_trained_model or None,
+        }.items()
+        if v is not None
+    }
+    return {"ops": {"supervised_assignments": {"config": cfg}, "unknown_clusters": {"config": cfg}}}
+
+
+def _run_organize(run_config: dict) -> None:
+    from face_pipeline.home import prepare_home
+
+    prepare_home(_settings())
+    _run_job("organize_library", run_config=run_config)
+
+
+@app.command()
+def cluster(
+    person_threshold: Optional[float] = typer.Option(None, "--person-threshold", help="Cosine a face needs to join a known person."),
+    unknown_method: Optional[str] = typer.Option(None, "--unknown-method", help="graph | agglomerative | hdbscan | dbscan"),
+    unknown_min_size: Optional[int] = typer.Option(None, "--unknown-min-size", help="Smallest unknown cluster kept."),
+    unknown_threshold: Optional[float] = typer.Option(None, "--unknown-threshold", help="Cosine that links two unknown faces."),
+    use_trained_model: bool = typer.Option(False, "--use-trained-model", help="Work in the promoted projection space."),
+) -> None:
+    """Assign known people, then cluster the unknown faces (the whole library)."""
+    from face_pipeline.core.cluster import METHODS
+
+    if unknown_method and unknown_method not in METHODS:
+        raise CliError(f"--unknown-method must be one of {', '.join(METHODS)}")
+    _run_organize(_organize_run_config(person_threshold, unknown_method, unknown_min_size, unknown_threshold, use_trained_model))
+    stats()
+
+
+@app.command()
+def reassign(
+    person_threshold: Optional[float] = typer.Option(None, "--person-threshold"),
+    use_trained_model: bool = typer.Option(False, "--use-trained-model", help="Work in the promoted projection space."),
+) -> None:
+    """Re-run assignment and clustering, optionally in the trained (projected) space."""
+    _run_organize(_organize_run_config(person_threshold, None, None, None, use_trained_model))
+    stats()
+
+
+def _labels():
+    from face_pipeline.core import labels
+
+    return labels
+
+
+def _done(result) -> None:
+    console.print(str(result))
+
+
+@app.command("label-cluster")
+def label_cluster(cluster_id: str, name: str, reason: Optional[str] = typer.Option(None, "--reason")) -> None:
+    """Name every face of an unknown cluster."""
+    _done(_labels().label_cluster(_settings(), cluster_id, name, actor="cli", reason=reason))
+
+
+@app.command("label-face")
+def label_face(face_id: str, name: str, reason: Optional[str] = typer.Option(None, "--reason")) -> None:
+    """Name one face (a manual label: automation never changes it)."""
+    _done(_labels().label_face(_settings(), face_id, name, actor="cli", reason=reason))
+
+
+@app.command()
+def merge(sources: list[str] = typer.Argument(..., help="Person ids or names to merge …"), into: str = typer.Option(..., "--into")) -> None:
+    """Merge people into one (their faces move; the others are marked merged)."""
+    _done(_labels().merge_persons(_settings(), sources, into, actor="cli"))
+
+
+@app.command()
+def split(person: str, face_ids: list[str] = typer.Argument(...), name: str = typer.Option(..., "--name", help="The new person's name.")) -> None:
+    """Move some faces of a person to a new person."""
+    _done(_labels().split_person(_settings(), person, face_ids, name, actor="cli"))
+
+
+@app.command()
+def move(face_id: str, to: str = typer.Argument(..., help="Person id or name (created if new).")) -> None:
+    """Move one face to another person."""
+    _done(_labels().reassign_face(_settings(), face_id, to, actor="cli"))
+
+
+@app.command()
+def reject(face_id: str, person: Optional[str] = typer.Argument(None, help="Default: the face's current person.")) -> None:
+    """Say a face is NOT this person; automation respects it from then on."""
+    _done(_labels().reject_face(_settings(), face_id, person, actor="cli"))
+
+
+@app.command()
+def hide(person: str) -> None:
+    """Hide a person from lists (still recognised)."""
+    _done(_labels().hide_person(_settings(), person, actor="cli"))
+
+
+@app.command()
+def unhide(person: str) -> None:
+    """Show a hidden person again."""
+    _done(_labels().unhide_person(_settings(), person, actor="cli"))
+
+
+@app.command()
+def rename(person: str, new_name: str) -> None:
+    """Rename a person."""
+    _done(_labels().rename_person(_settings(), person, new_name, actor="cli"))
+
+
+@app.command("delete-person")
+def delete_person(person: str, yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Erase a person: their name, prototypes and labels; their faces become unknown again."""
+    if not yes and not typer.confirm(f"erase person {person}?"):
+        raise typer.Abort()
+    _done(_labels().delete_person(_settings(), person, actor="cli"))
+
+
+@app.command()
+def persons(include_hidden: bool = typer.Option(False, "--all", help="Include hidden people.")) -> None:
+    """List people with their face counts."""
+    rows = _labels().list_persons(_settings(), include_hidden=include_hidden)
+    table = Table("person_id", "name", "status", "faces")
+    for p in rows:
+        table.add_row(p.person_id, p.name, p.status, str(p.faces))
+    console.print(table)
+
+
+@app.command()
+def person(ref: str) -> None:
+    """Show one person (id or name)."""
+    info = _labels().get_person(_settings(), ref)
+    console.print(info)
+
+
+@app.command()
+def clusters(limit: int = typer.Option(50, "--limit")) -> None:
+    """List unknown clusters, largest first."""
+    rows = _labels().list_clusters(_settings())
+    table = Table("cluster_id", "faces", "sample faces")
+    for c in rows[:limit]:
+        table.add_row(c.cluster_id, str(c.faces), ", ".join(c.sample_face_ids[:3]))
+    console.print(table)
+    if len(rows) > limit:
+        console.print(f"… {len(rows) - limit} more")
+
+
+@app.command()
+def find(photo: Path) -> None:
+    """Who is in this photo? (The photo need not be in the library.)"""
+    if not photo.is_file():
+        raise CliError(f"{photo} is not a file")
+    matches = _labels().find_person(_settings(), photo)
+    if not matches:
+        console.print("no faces found")
+    for m in matches:
+        who = f"{m.name} ({m.person_id}) confidence {m.confidence:.3f}" if m.person_id else f"unknown (best {m.confidence:.3f})"
+        console.print(f"face at {[round(v) for v in m.bbox]}: {who}")
+
+
+@app.command()
+def search(photo: Path, limit: int = typer.Option(10, "--limit")) -> None:
+    """Faces in the library most similar to the faces of PHOTO."""
+    if not photo.is_file():
+        raise CliError(f"{photo} is not a file")
+    table = Table("query face", "face_id", "score", "person")
+    for h in _labels().search(_settings(), photo, limit=limit):
+        table.add_row(str(h.query_face_index), h.face_id, f"{h.score:.3f}", h.name or h.person_id or "")
+    console.print(table)
+
+
+@app.command()
+def train(
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    margin: Optional[float] = typer.Option(None, "--margin", help="Triplet margin (FACE_TRIPLET_MARGIN)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+) -> None:
+    """Train a projection head on your labels; it goes live only if the gate finds it not worse."""
+    from sqlalchemy import select
+
+    from face_pipeline.core.db import session_scope
+    from face_pipeline.core.db.schema import ProjectionHead
+    from face_pipeline.home import prepare_home
+
+    settings = _settings()
+    prepare_home(settings)
+    cfg = {k: v for k, v in {"epochs": epochs, "margin": margin, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}.items() if v is not None}
+    with session_scope(settings.sql_url) as s:
+        before = s.scalar(select(ProjectionHead.version).order_by(ProjectionHead.version.desc()).limit(1))
+    _run_job("train_projection", run_config={"ops": {"projection_head": {"config": cfg}}})
+    with session_scope(settings.sql_url) as s:
+        head = s.scalars(select(ProjectionHead).order_by(ProjectionHead.version.desc())).first()
+    if head is None or head.version == before:
+        raise CliError(
+            f"no head trained: not enough labels (need >= {settings.training_min_people} people with >= "
+            f"{settings.training_min_faces_per_person} labelled faces; recommended >= "
+            f"{settings.training_recommended_faces_per_person} faces each) — see the run log"
+        )
+    verdict = "promoted and live" if head.promoted and head.live else "promoted" if head.promoted else "NOT promoted (live space unchanged)"
+    console.print(f"projection head v{head.version}: {verdict}")
+    for reason in (head.metrics or {}).get("reasons", []):
+        console.print(f"  - {reason}")
+    console.print(f"checkpoint: {head.path}")
+
+
+@app.command()
+def evaluate(
+    labelled_dir: Path,
+    k_labels: int = typer.Option(3, "--k", help="Photos labelled per known person."),
+    known_every: int = typer.Option(2, "--known-every", help="Every n-th person (by name) is known."),
+    seed: int = typer.Option(0, "--seed"),
+    unknown_method: Optional[str] = typer.Option(None, "--unknown-method"),
+    person_threshold: Optional[float] = typer.Option(None, "--person-threshold"),
+) -> None:
+    """Ingest a folder of identity sub-folders into a temporary home, label a few, and score the pipeline
+    against HDBSCAN, Immich-style and Chinese Whispers baselines on the same embeddings."""
+    from face_pipeline.core.evaluate import evaluate as run_eval
+
+    if not labelled_dir.is_dir():
+        raise CliError(f"{labelled_dir} is not a folder")
+    overrides = {k: v for k, v in {"unknown_method": unknown_method, "person_match_threshold": person_threshold}.items() if v is not None}
+    rep = run_eval(labelled_dir, k_labels=k_labels, known_every=known_every, seed=seed, settings_overrides=overrides,
+                   progress=lambda m: err.print(m))
+    console.print(
+        f"{rep.photos} photos, {rep.faces} faces, {rep.people} people ({rep.known_people} known, {rep.labelled_faces} labelled faces), "
+        f"same-photo conflicts: {rep.same_photo_conflicts}, {rep.seconds:.1f}s"
+    )
+    console.print(rep.table(), highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The Dagster code location: assets, jobs, sensors, schedules and the one resource.
+"""The Dagster code location: assets, checks, jobs, sensors, schedules and the one resource.
 
 Runs execute in one process (``in_process_executor``): the Qdrant local folder admits one process, and a
 multi-process executor would open it from every step.
@@ -6,17 +6,28 @@ multi-process executor would open it from every step.
 
 import dagster as dg
 
+from face_pipeline.defs.assets.clustering import (
+    no_person_twice_in_a_photo,
+    organize_job,
+    sql_and_qdrant_agree,
+    supervised_assignments,
+    unknown_clusters,
+)
 from face_pipeline.defs.assets.ingest import face_detections, face_embeddings, ingest_job
+from face_pipeline.defs.assets.training import head_not_worse_than_raw, projection_head, reembedded_faces, training_job
 from face_pipeline.defs.resources import FacePipelineResource
-from face_pipeline.defs.sensors import photo_inbox_sensor
+from face_pipeline.defs.schedules import nightly_job, nightly_refresh
+from face_pipeline.defs.sensors import label_change_sensor, photo_inbox_sensor
 from face_pipeline.settings import disable_telemetry
 
 disable_telemetry()
 
 defs = dg.Definitions(
-    assets=[face_detections, face_embeddings],
-    jobs=[ingest_job],
-    sensors=[photo_inbox_sensor],
+    assets=[face_detections, face_embeddings, supervised_assignments, unknown_clusters, projection_head, reembedded_faces],
+    asset_checks=[no_person_twice_in_a_photo, sql_and_qdrant_agree, head_not_worse_than_raw],
+    jobs=[ingest_job, organize_job, training_job, nightly_job],
+    sensors=[photo_inbox_sensor, label_change_sensor],
+    schedules=[nightly_refresh],
     resources={"face_pipeline": FacePipelineResource()},
     executor=dg.in_process_executor,
 )

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # --- assignment & clustering -------------------------------------------------------------------------
     person_match_threshold: float = 0.45
     person_margin: float = 0.0
+    person_strategy: Literal["centroid", "exemplar", "hybrid"] = "hybrid"
+    person_propagation: bool = Field(default=True, description="Also name faces through face-graph clusters holding one person's labels.")
+    person_propagation_floor: float = Field(default=0.3, description="Least prototype similarity for a face named through its cluster.")
     unknown_method: UnknownMethod = "graph"
     unknown_min_size: int = 2
     unknown_threshold: float = Field(default=0.45, description="Cosine similarity that links two unknown faces.")

@@ -36,6 +36,7 @@ from face_pipeline.core.db.schema import (
     PhotoBatch,
     utcnow,
 )
+from face_pipeline.core.embedding_files import save_batch_embeddings
 from face_pipeline.core.models import FaceModels, l2_normalize, quality_score
 from face_pipeline.core.photos import PhotoError, content_hash, load_photo, scan_photos
 from face_pipeline.core.vectors import FaceRecord, FaceVectorStore
@@ -88,6 +89,7 @@ class EmbeddingReport:
     mean_quality: float = 0.0
     low_quality: int = 0
     model: str = ""
+    face_ids: list[str] = field(default_factory=list)
 
     @property
     def faces_per_s(self) -> float:
@@ -288,13 +290,15 @@ def embed_batch(settings: Settings, batch: str, models: FaceModels, store: FaceV
     report = EmbeddingReport(batch=batch, faces=len(face_ids), model=models.model_name)
 
     records: list[FaceRecord] = []
+    kept: list[int] = []
     with session_scope(settings.sql_url) as s:
         rows = {f.face_id: f for f in s.scalars(select(FaceInstance).where(FaceInstance.batch == batch))}
         qualities = []
-        for fid, vec, norm in zip(face_ids, unit, norms):
+        for i, (fid, vec, norm) in enumerate(zip(face_ids, unit, norms)):
             row = rows.get(fid)
             if row is None:  # the batch was re-detected after these crops were written: SQL wins
                 continue
+            kept.append(i)
             row.embedding_norm = float(norm)
             row.quality_score = quality_score(float(norm), row.det_score)
             row.embedding_model = models.model_name
@@ -304,10 +308,12 @@ def embed_batch(settings: Settings, batch: str, models: FaceModels, store: FaceV
             records.append(FaceRecord(fid, vec, face_payload(row, batch)))
         b = s.get(PhotoBatch, batch)
         b.status, b.embedded_at = "embedded", utcnow()
+    save_batch_embeddings(settings, batch, [face_ids[i] for i in kept], unit[kept] if len(unit) else unit)
     store.ensure()
     store.delete_batch(batch)
     store.upsert(records)
     report.faces = len(records)
+    report.face_ids = [r.face_id for r in records]
     report.mean_quality = float(np.mean(qualities)) if qualities else 0.0
     report.low_quality = int(sum(q < 0.3 for q in qualities))
     report.seconds = time.perf_counter() - t0

@@ -1,0 +1,223 @@
+"""Ingest throughput: the whole pipeline against the bare-model bound, on the same photos and models.
+
+* pipeline: ``core.ingest.register_batch`` + ``detect_batch`` + ``embed_batch`` into a fresh temporary home —
+  scan, hash, decode, detect, align, SQL writes, crops file, embed, SQL update, embeddings file, Qdrant upsert
+  (local mode, client opened inside the timing as a Dagster run does).
+* bare bound: the same photos already decoded in memory, the same ``FaceModels`` (same threads): detect, align
+  and batched embed only — what the models alone allow.
+
+Target: pipeline ≥ 0.9 × bound. The machine may be shared, so there is a warm-up, and each side is measured
+``--repeat`` times, interleaved, keeping the best. ``--profile`` adds a breakdown of where the pipeline's
+time goes (measured by timing wrappers around the stages, on an extra run).
+
+Usage: .venv/bin/python bench/ingest.py [--data DIR] [--limit N] [--threads N] [--repeat 2] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from face_pipeline.core import ingest  # noqa: E402
+from face_pipeline.core.models import FaceModels  # noqa: E402
+from face_pipeline.core.photos import PHOTO_EXTENSIONS, load_photo  # noqa: E402
+from face_pipeline.core.vectors import FaceVectorStore, open_vector_client  # noqa: E402
+from face_pipeline.home import prepare_home  # noqa: E402
+from face_pipeline.settings import Settings  # noqa: E402
+
+TARGET = 0.9
+DEFAULT_DATA = Path(os.environ.get("FACE_DEV_DATA") or ROOT.parent / "shared" / "data" / "faces_dev")
+
+
+def find_photos(data: Path, limit: int | None) -> list[Path]:
+    photos = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_EXTENSIONS)
+    return photos[:limit] if limit else photos
+
+
+def stage_batch(photos: list[Path], dest: Path) -> Path:
+    """Copy the photos into one flat batch folder (a batch must hold its photos, not links out of it)."""
+    dest.mkdir(parents=True)
+    for p in photos:
+        shutil.copyfile(p, dest / f"{p.parent.name}__{p.name}")
+    return dest
+
+
+def run_pipeline(models: FaceModels, batch_folder: Path, work: Path, threads: int, tag: str) -> tuple[float, int, int]:
+    """One full ingest into a fresh home; returns (seconds, photos, faces)."""
+    home = work / f"home_{tag}"
+    settings = Settings(home=home, threads=threads)
+    prepare_home(settings, set_dagster_home=False)  # one-time home setup, not per batch: outside the timing
+    t0 = time.perf_counter()
+    ingest.register_batch(settings, "bench", batch_folder)
+    det = ingest.detect_batch(settings, "bench", models)
+    with open_vector_client(settings) as client:
+        emb = ingest.embed_batch(settings, "bench", models, FaceVectorStore(client, settings.qdrant_collection))
+    seconds = time.perf_counter() - t0
+    assert det.failed == 0 and emb.faces == det.faces, (det, emb)
+    shutil.rmtree(home, ignore_errors=True)
+    return seconds, det.photos, det.faces
+
+
+def run_bare(models: FaceModels, images: list[np.ndarray]) -> tuple[float, int, int]:
+    """Detect + align + batched embed on pre-decoded images; returns (seconds, photos, faces)."""
+    bs = max(1, models.settings.embed_batch_size)
+    t0 = time.perf_counter()
+    crops = []
+    for img in images:
+        for face in models.detect(img):
+            crops.append(models.align(img, face.landmarks))
+    for i in range(0, len(crops), bs):
+        models.embed(crops[i : i + bs])
+    return time.perf_counter() - t0, len(images), len(crops)
+
+
+# ------------------------------------------------------------------------------------------------ profiling ---
+_spent: dict[str, float] = defaultdict(float)
+_calls: dict[str, int] = defaultdict(int)
+
+
+def _timed(name: str, fn):
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _spent[name] += time.perf_counter() - t0
+            _calls[name] += 1
+
+    return wrapper
+
+
+DETECT_STAGES = [
+    (ingest, "scan_photos", "scan folder"),
+    (ingest, "content_hash", "hash (sha256)"),
+    (ingest, "_owners_of", "SQL: duplicate lookup"),
+    (ingest, "load_photo", "decode (Pillow)"),
+    ("models", "detect", "model: detect"),
+    ("models", "align", "model: align"),
+    (ingest, "_write_detections", "SQL: write photos + faces"),
+    (ingest, "_write_crops", "crops.npy + detections.parquet"),
+]
+EMBED_STAGES = [
+    ("models", "embed", "model: embed"),
+    (ingest, "save_batch_embeddings", "embeddings.npy"),
+    ("store", "ensure", "Qdrant: ensure collection"),
+    ("store", "delete_batch", "Qdrant: delete old points"),
+    ("store", "upsert", "Qdrant: upsert"),
+]
+
+
+@contextmanager
+def instrumented(models: FaceModels):
+    """Wrap the pipeline's stages with timers (module attributes core.ingest looks up at call time)."""
+    from face_pipeline.core import vectors
+
+    targets = {"models": models, "store": vectors.FaceVectorStore}
+    patches = [(targets.get(o, o), attr, name) for o, attr, name in DETECT_STAGES + EMBED_STAGES]
+    patches += [(ingest, "detect_batch", "detect_batch"), (ingest, "embed_batch", "embed_batch")]
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
+    for obj, attr, name in patches:
+        setattr(obj, attr, _timed(name, getattr(obj, attr)))
+    try:
+        yield
+    finally:
+        for obj, attr, original in saved:
+            setattr(obj, attr, original)
+
+
+def profile(models: FaceModels, batch_folder: Path, work: Path, threads: int) -> None:
+    _spent.clear()
+    _calls.clear()
+    with instrumented(models):
+        seconds, photos, faces = run_pipeline(models, batch_folder, work, threads, "profile")
+
+    def row(name: str, value: float, calls: int | str = "") -> None:
+        print(f"  {name:<44}{value:>8.3f}{100 * value / seconds:>6.1f}%{calls!s:>8}")
+
+    print(f"\nprofile of one pipeline run ({photos} photos, {faces} faces, {seconds:.2f} s; timers add a little):")
+    print(f"  {'stage':<44}{'s':>8}{'%':>7}{'calls':>8}")
+    for total, stages in (("detect_batch", DETECT_STAGES), ("embed_batch", EMBED_STAGES)):
+        row(total, _spent[total])
+        inner = 0.0
+        for _, _, name in stages:
+            row("  " + name, _spent[name], _calls[name])
+            inner += _spent[name]
+        rest = "loop, crops load, SQL quality update" if total == "embed_batch" else "loop, bookkeeping"
+        row(f"  other ({rest})", _spent[total] - inner)
+    row("register batch + open Qdrant client", seconds - _spent["detect_batch"] - _spent["embed_batch"])
+    model = sum(_spent[n] for n in ("model: detect", "model: align", "model: embed"))
+    row("=> models (what the bound measures)", model)
+    row("=> everything else", seconds - model)
+
+
+# ------------------------------------------------------------------------------------------------------ main ---
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="photo folder (default: faces_dev)")
+    ap.add_argument("--limit", type=int, default=None, help="use the first N photos (default: all)")
+    ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
+    ap.add_argument("--repeat", type=int, default=2, help="measurements per side, best kept (default 2)")
+    ap.add_argument("--profile", action="store_true", help="also break the pipeline's time down by stage")
+    args = ap.parse_args()
+
+    if not args.data.is_dir():
+        print(f"no photos: {args.data} is not a folder (set --data or FACE_DEV_DATA)", file=sys.stderr)
+        return 2
+    photos = find_photos(args.data, args.limit)
+    if not photos:
+        print(f"no photos under {args.data}", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        models = FaceModels(Settings(home=work / "models_home", threads=args.threads))
+        batch_folder = stage_batch(photos, work / "batch")
+        images = [load_photo(p).image for p in photos]  # the bound gets its pixels for free
+        print(f"{len(photos)} photos from {args.data}, threads={models.settings.threads or os.cpu_count()} "
+              f"(cpu_count {os.cpu_count()}), providers={models.providers}, load avg {os.getloadavg()[0]:.1f}")
+
+        # warm-up: onnxruntime arenas, Qdrant local-mode imports, SQL engines, Pillow plugins
+        warm = photos[: min(8, len(photos))]
+        run_bare(models, images[: len(warm)])
+        run_pipeline(models, stage_batch(warm, work / "warm"), work, args.threads, "warm")
+
+        bare_runs, pipe_runs = [], []
+        for i in range(max(1, args.repeat)):  # interleaved, so a burst of load elsewhere hits both sides
+            bare_runs.append(run_bare(models, images))
+            pipe_runs.append(run_pipeline(models, batch_folder, work, args.threads, f"r{i}"))
+        bare = min(bare_runs, key=lambda r: r[0])
+        pipe = min(pipe_runs, key=lambda r: r[0])
+        assert bare[2] == pipe[2], f"face counts differ: bare {bare[2]} vs pipeline {pipe[2]}"
+
+        bare_ps, pipe_ps = bare[1] / bare[0], pipe[1] / pipe[0]
+        ratio = pipe_ps / bare_ps
+        print()
+        print(f"{'':<30}{'photos':>7}{'faces':>7}{'best s':>9}{'photos/s':>10}{'all runs (s)':>20}")
+        print(f"{'bare models (bound)':<30}{bare[1]:>7}{bare[2]:>7}{bare[0]:>9.2f}{bare_ps:>10.2f}"
+              f"{' '.join(f'{r[0]:.2f}' for r in bare_runs):>20}")
+        print(f"{'pipeline (decode..Qdrant)':<30}{pipe[1]:>7}{pipe[2]:>7}{pipe[0]:>9.2f}{pipe_ps:>10.2f}"
+              f"{' '.join(f'{r[0]:.2f}' for r in pipe_runs):>20}")
+        print(f"ratio pipeline/bound = {ratio:.3f} (target >= {TARGET}): {'PASS' if ratio >= TARGET else 'FAIL'}")
+        if args.profile or ratio < TARGET:
+            profile(models, batch_folder, work, args.threads)
+        return 0 if ratio >= TARGET else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

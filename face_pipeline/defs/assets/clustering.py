@@ -1,0 +1,124 @@
+"""supervised_assignments → unknown_clusters (library-wide, unpartitioned), with their checks."""
+
+import base64
+
+import dagster as dg
+
+from face_pipeline.core import organize
+from face_pipeline.core.consistency import vector_store_disagreements
+from face_pipeline.core.sync import sync_payloads
+from face_pipeline.defs.assets.ingest import QDRANT_POOL, face_embeddings
+from face_pipeline.defs.resources import FacePipelineResource
+
+
+class OrganizeConfig(dg.Config):
+    """Per-run overrides of the settings (the CLI's --person-threshold / --unknown-method / --unknown-min-size)."""
+
+    person_threshold: float | None = None
+    unknown_method: str | None = None
+    unknown_min_size: int | None = None
+    unknown_threshold: float | None = None
+    use_trained_model: bool = False
+
+
+def _space(face_pipeline: FacePipelineResource, config: OrganizeConfig):
+    """(projector or None, space name, thresholds calibrated for that space)."""
+    if not config.use_trained_model:
+        return None, "raw", {}
+    from face_pipeline.core.heads import live_projector
+
+    return live_projector(face_pipeline.settings())
+
+
+@dg.asset(
+    deps=[face_embeddings],
+    group_name="organize",
+    kinds={"python", "sql"},
+    pool=QDRANT_POOL,
+    description="Faces of named people assigned automatically (with confidence and margin); human labels never change.",
+)
+def supervised_assignments(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
+    settings = face_pipeline.settings()
+    project, space, calibrated = _space(face_pipeline, config)
+    threshold = config.person_threshold if config.person_threshold is not None else calibrated.get("assign")
+    rep = organize.supervised_assignment(settings, threshold=threshold, project=project, space=space)
+    with face_pipeline.vector_store() as store:
+        synced = sync_payloads(settings, store)
+    context.log.info(f"assigned {rep.assigned} faces to {rep.persons} people (threshold {rep.threshold}, space {space})")
+    return dg.MaterializeResult(
+        metadata={
+            "faces": rep.faces,
+            "human_labelled": rep.human_labelled,
+            "persons": rep.persons,
+            "auto_assigned": rep.assigned,
+            "newly_assigned": rep.newly_assigned,
+            "unassigned_again": rep.unassigned_again,
+            "changed_person": rep.changed_person,
+            "mean_confidence": round(rep.mean_confidence, 4),
+            "threshold": rep.threshold,
+            "space": space,
+            "qdrant_payloads_synced": synced,
+            "seconds": round(rep.seconds, 2),
+        }
+    )
+
+
+@dg.asset_check(asset=supervised_assignments, blocking=True, description="No person holds two faces of one photo.")
+def no_person_twice_in_a_photo(face_pipeline: FacePipelineResource) -> dg.AssetCheckResult:
+    conflicts = organize.same_photo_conflicts(face_pipeline.settings())
+    return dg.AssetCheckResult(
+        passed=not conflicts,
+        metadata={"conflicts": len(conflicts), "examples": dg.MetadataValue.json([list(c) for c in conflicts[:10]])},
+    )
+
+
+@dg.asset(
+    deps=[supervised_assignments],
+    group_name="organize",
+    kinds={"python", "sql"},
+    pool=QDRANT_POOL,
+    description="Faces nobody holds, grouped into stable unknown_cluster_N ids ready to be named; the rest is noise.",
+)
+def unknown_clusters(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
+    settings = face_pipeline.settings()
+    project, space, calibrated = _space(face_pipeline, config)
+    threshold = config.unknown_threshold if config.unknown_threshold is not None else calibrated.get("cluster")
+    rep = organize.cluster_unknown(
+        settings, method=config.unknown_method, min_size=config.unknown_min_size, threshold=threshold, project=project
+    )
+    with face_pipeline.vector_store() as store:
+        sync_payloads(settings, store)
+    png = base64.b64encode(organize.cluster_size_plot(rep.sizes)).decode()
+    context.log.info(f"{rep.clusters} clusters, {rep.noise} noise faces of {rep.unknown_faces} unknown ({rep.method})")
+    return dg.MaterializeResult(
+        metadata={
+            "method": rep.method,
+            "space": space,
+            "unknown_faces": rep.unknown_faces,
+            "clusters": rep.clusters,
+            "clustered_faces": rep.clustered_faces,
+            "noise_faces": rep.noise,
+            "cluster_ids_kept": rep.kept_ids,
+            "cluster_ids_new": rep.new_ids,
+            "largest_cluster": rep.sizes[0] if rep.sizes else 0,
+            "size_histogram": dg.MetadataValue.json(rep.size_histogram()),
+            "size_plot": dg.MetadataValue.md(f"![cluster sizes](data:image/png;base64,{png})"),
+            "seconds": round(rep.seconds, 2),
+        }
+    )
+
+
+@dg.asset_check(asset=unknown_clusters, description="SQL and Qdrant agree on which faces exist and who they are.")
+def sql_and_qdrant_agree(face_pipeline: FacePipelineResource) -> dg.AssetCheckResult:
+    settings = face_pipeline.settings()
+    with face_pipeline.vector_store() as store:
+        report = vector_store_disagreements(settings, store)
+    return dg.AssetCheckResult(passed=report.agree, metadata=report.as_metadata())
+
+
+organize_job = dg.define_asset_job(
+    "organize_library",
+    selection=[supervised_assignments, unknown_clusters],
+    description="Re-assign known people and re-cluster unknown faces over the whole library.",
+    tags={"face_pipeline/exclusive": "true"},
+)

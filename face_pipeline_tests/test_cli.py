@@ -1,0 +1,141 @@
+"""The installed ``face-pipeline`` console script, run as a real subprocess against a private home."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from face_pipeline.core.report import EXPORT_COLUMNS
+from face_pipeline.core.samples import sample_photo_paths
+from face_pipeline_tests.conftest import _fast_base, copy_photos, lfw_people
+
+CLI = Path(sys.executable).parent / "face-pipeline"
+COLUMNS = ["face_id", "image_id", "photo_path", "x1", "y1", "x2", "y2", "det_score", "quality_score", "person_id",
+           "person_name", "cluster_id", "person_confidence", "assignment_source"]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FACE_", "DAGSTER_")) and k not in ("DATABASE_URL", "QDRANT_URL", "QDRANT_API_KEY")}
+    env.update(FACE_PIPELINE_HOME=str(home), ORT_DISABLE_TELEMETRY="1", DAGSTER_DISABLE_TELEMETRY="1",
+               COLUMNS="200")
+    return env
+
+
+def _start(home: Path, *args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(CLI), *args], env=_env(home), cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def _run(home: Path, *args: str, cwd: Path) -> tuple[int, str, str]:
+    return _finish(_start(home, *args, cwd=cwd))
+
+
+def _one_line_error(rc: int, out: str, err: str) -> str:
+    assert rc != 0, (out, err)
+    assert "Traceback" not in err and "Traceback" not in out, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cli_library(tmp_path_factory, faces_dev):
+    """One real `face-pipeline ingest` of 3 photos into a fresh home, shared by the read-only CLI tests.
+
+    The home sits on a RAM-backed folder where there is one (see conftest._fast_base): the embedded Dagster
+    instance commits on every event and a shared disk makes that the slowest part of the run."""
+    if not CLI.exists():
+        pytest.skip(f"console script {CLI} not installed (pip install -e .)")
+    root = tmp_path_factory.mktemp("cli")
+    fast = Path(tempfile.mkdtemp(prefix="fp-cli-", dir=_fast_base()))
+    home, photos = fast / "home", root / "photos" / "holiday"
+    people = lfw_people(faces_dev, n=2, per_person=1)
+    copy_photos([ps[0] for ps in people.values()], photos)
+    copy_photos([p for p in sample_photo_paths() if p.name == "t1.jpg"], photos, prefix_person=False)
+    try:
+        # the error cases run meanwhile: they must fail before touching the home
+        errors = {"missing": _start(home, "ingest", str(root / "no_such_folder"), "--batch", "x", cwd=root),
+                  "txt": _start(home, "export", "--out", str(root / "faces.txt"), cwd=root)}
+        rc, out, err = _run(home, "ingest", str(photos), "--batch", "summer 2024", cwd=root)
+        assert rc == 0, f"stdout:\n{out}\nstderr:\n{err}"
+        yield {"home": home, "root": root, "photos": photos, "ingest_out": out,
+               **{k: _finish(p) for k, p in errors.items()}}
+    finally:
+        shutil.rmtree(fast, ignore_errors=True)
+
+
+def test_ingest_records_the_run_in_the_homes_dagster_instance(cli_library):
+    home, out = cli_library["home"], cli_library["ingest_out"]
+    assert "summer_2024" in out and "3 photos" in out and "0 failed" in out
+    assert (home / "face_pipeline.sqlite").is_file() and (home / "qdrant").is_dir()
+    dagster_yaml = (home / "dagster_home" / "dagster.yaml").read_text()
+    assert "telemetry" in dagster_yaml
+
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
+    try:
+        runs = instance.get_runs()
+        assert len(runs) == 1
+        run = runs[0]
+        assert run.job_name == "ingest_batch" and run.status == dg.DagsterRunStatus.SUCCESS
+        assert run.tags.get("dagster/partition") == "summer_2024"
+        assert instance.get_dynamic_partitions("photo_batches") == ["summer_2024"]
+        for asset in ("face_detections", "face_embeddings"):
+            assert instance.get_latest_materialization_event(dg.AssetKey(asset)).run_id == run.run_id
+    finally:
+        instance.dispose()
+
+
+def test_stats_and_exports(cli_library):
+    home, root = cli_library["home"], cli_library["root"]
+    csv_out, pq_out = root / "out" / "faces.csv", root / "out" / "faces.parquet"
+    procs = [_start(home, "stats", "--json", cwd=root), _start(home, "export", "--out", str(csv_out), cwd=root)]
+    # the Parquet export opens the Qdrant folder; the others only read SQL, so all three run at once
+    procs.append(_start(home, "export", "--out", str(pq_out), "--with-embeddings", cwd=root))
+    (rc_s, stats_out, err_s), (rc_c, out_c, err_c), (rc_p, out_p, err_p) = [_finish(p) for p in procs]
+    assert (rc_s, rc_c, rc_p) == (0, 0, 0), (err_s, err_c, err_p)
+
+    stats = json.loads(stats_out)
+    assert stats["batches"] == 1 and stats["photos"] == 3 and stats["photos_by_status"] == {"ok": 3}
+    faces = stats["faces"]
+    assert faces >= 8 and stats["faces_embedded"] == faces  # t1's six plus the two faces_dev people
+
+    assert COLUMNS == EXPORT_COLUMNS
+    frame = pd.read_csv(csv_out)
+    assert list(frame.columns) == COLUMNS
+    assert len(frame) == faces and frame["face_id"].is_unique
+    assert all(fid.startswith(f"{img}_face") for fid, img in zip(frame["face_id"], frame["image_id"]))
+    assert all(Path(p).is_file() and Path(p).parent == cli_library["photos"] for p in frame["photo_path"])
+    assert (frame["x2"] > frame["x1"]).all() and frame["quality_score"].between(0, 1).all()
+    assert f"wrote {faces} faces" in out_c
+
+    table = pd.read_parquet(pq_out)
+    assert list(table.columns) == COLUMNS + ["embedding"]
+    assert sorted(table["face_id"]) == sorted(frame["face_id"])
+    X = np.stack(table["embedding"].to_numpy())
+    assert X.shape == (faces, 512)
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-3)
+
+
+def test_errors_are_one_line_without_traceback(cli_library):
+    line = _one_line_error(*cli_library["missing"])
+    assert "no_such_folder" in line and "is not a folder" in line
+    line = _one_line_error(*cli_library["txt"])
+    assert ".csv or .parquet" in line and ".txt" in line
+    assert not (cli_library["root"] / "faces.txt").exists()
