@@ -62,10 +62,11 @@ class Settings(BaseSettings):
     photos_inbox: Path | None = Field(default=None, description="Each sub-folder is one photo batch (sensor-watched).")
 
     # --- assignment & clustering -------------------------------------------------------------------------
-    person_match_threshold: float = 0.45
+    person_match_threshold: float = Field(default=0.40, description="Cosine to a person's prototypes needed to join them: impostor max on real photos (0.33) plus headroom.")
     person_margin: float = 0.0
     person_strategy: Literal["centroid", "exemplar", "hybrid"] = "hybrid"
     person_propagation: bool = Field(default=True, description="Also name faces through face-graph clusters holding one person's labels.")
+    person_propagation_method: UnknownMethod = Field(default="graph", description="Clustering that proposes faces to name through their cluster.")
     person_propagation_floor: float = Field(default=0.3, description="Least prototype similarity for a face named through its cluster.")
     unknown_method: UnknownMethod = "graph"
     unknown_min_size: int = 2

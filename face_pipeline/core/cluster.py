@@ -38,6 +38,9 @@ from scipy.sparse import csgraph
 
 METHODS = ("graph", "agglomerative", "hdbscan", "dbscan")
 
+#: Default link similarity (see module docstring for why 0.40).
+DEFAULT_THRESHOLD = 0.40
+
 #: Largest N for which :func:`cluster_faces` builds the exact kNN graph; above it the IVF index is used.
 #: Exact cost grows as N^2 (about 1.5 s at 10k, 6 s at 20k on two cores); IVF recall of threshold edges is
 #: ~99.9% on synthetic faces, so the switch is made where exact search stops being cheap.
@@ -46,9 +49,14 @@ EXACT_KNN_MAX = 12_000
 #: Noise rescue for the graph method (:func:`_attach_noise`): floor = threshold - ATTACH_DROP, margin.
 ATTACH_DROP = 0.1
 ATTACH_MARGIN = 0.1
+#: HDBSCAN sees only neighbours with similarity >= this; a face whose min_samples-th neighbour is below it
+#: (cosine distance > 0.7, far outside any person) is noise without asking HDBSCAN.
+HDBSCAN_FLOOR = 0.3
 
 # Elements of one similarity block (rows x columns). 2**24 float32 = 64 MiB: keeps peak memory flat in N.
 _BLOCK_ELEMS = 1 << 24
+# Similarity evaluations the IVF search aims for when choosing n_probe (~25 s of float32 GEMM on 2 cores).
+_IVF_PAIR_BUDGET = 2.5e9
 # Columns per chunk when selecting the top k of a long row; argpartition is ~5x faster on cache-sized rows.
 _TOPK_CHUNK = 4096
 
@@ -177,26 +185,37 @@ def _nearest_cells(X: np.ndarray, cent: np.ndarray, p: int) -> np.ndarray:
 
 
 def ivf_knn_graph(
-    X: np.ndarray, k: int, *, n_cells: int | None = None, n_probe: int | None = None, seed: int = 0
+    X: np.ndarray,
+    k: int,
+    *,
+    floor: float = 0.0,
+    n_cells: int | None = None,
+    n_probe: int | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate kNN (same output as :func:`knn_graph`, self excluded) with an inverted-file index.
+    """Approximate kNN (same layout as :func:`knn_graph`, self excluded) with an inverted-file index.
 
     Points are bucketed into ~2*sqrt(N) cells by spherical k-means; each query scans only the points of its
-    ``n_probe`` most similar cells, keeping the top k of each cell, then the top k overall. Work is
-    ~N * n_probe * N/cells * D instead of N^2 * D (~30x less at 200k). Rows with fewer than k candidates
-    are padded with index -1 and similarity -inf (callers drop them). Deterministic for a given ``seed``.
+    ``n_probe`` most similar cells (default: as many as a budget of ~2.5e9 similarity evaluations allows,
+    16 to 32) and keeps its top ``k`` among those with similarity >= ``floor``. Rows with fewer are padded
+    with index -1 / similarity -inf. Work is ~N * n_probe * N/cells * D instead of N^2 * D.
 
-    Face embeddings suit this: a model's embeddings span a low effective dimension (~60 on LFW with
-    w600k_mbf), so one person's faces land in the same or adjacent cells.
+    ``floor`` keeps memory and selection cost proportional to the useful edges: clustering never uses an edge
+    below its link threshold (minus the noise-rescue drop), so those need not be ranked. Recall is not
+    perfect: on synthetic 512-d faces at 50k, ~1% of same-person edges >= 0.45 are missed (~7% for people
+    with <= 20 photos, whose faces can fall in far-apart cells); the bench reports the effect on BCubed F.
+    Deterministic for a given ``seed``.
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     n = X.shape[0]
     k = int(min(k, n - 1))
     if k <= 0:
         return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32)
-    C = int(n_cells or np.clip(round(2 * math.sqrt(n)), 8, 4096))
-    C = min(C, n)
-    P = int(min(n_probe or 10, C))
+    C = int(min(n, n_cells or np.clip(round(2 * math.sqrt(n)), 8, 4096)))
+    if n_probe is None:
+        # scanned pairs ~ N * P * N/C * 1.75 (k-means cells are uneven and busy cells are probed more)
+        n_probe = int(np.clip(_IVF_PAIR_BUDGET / (1.75 * n * n / C), 16, 32))
+    P = int(min(n_probe, C))
     rng = np.random.default_rng(seed)
     cent = _spherical_kmeans(X, C, rng)
     probes = _nearest_cells(X, cent, P)  # probes[:, 0] is the home cell
@@ -206,43 +225,66 @@ def ivf_knn_graph(
     mem_start = np.searchsorted(home[mem_order], np.arange(C + 1))
     pos_in_cell = np.empty(n, np.int64)
     pos_in_cell[mem_order] = np.arange(n) - mem_start[home[mem_order]]
-
     flat = probes.ravel().astype(np.int64)
     q_order = np.argsort(flat, kind="stable")
     q_start = np.searchsorted(flat[q_order], np.arange(C + 1))
-    q_all = q_order // P
-    slot_all = q_order % P
+    del flat, probes
 
-    cand_i = np.full((n, P, k), -1, np.int64)
-    cand_s = np.full((n, P, k), -np.inf, np.float32)
+    out_q, out_c, out_s = [], [], []
     for c in range(C):
         mem = mem_order[mem_start[c] : mem_start[c + 1]]
         if mem.size == 0:
             continue
         Xm = X[mem]
-        qs_c, slots_c = q_all[q_start[c] : q_start[c + 1]], slot_all[q_start[c] : q_start[c + 1]]
+        qs_c = q_order[q_start[c] : q_start[c + 1]] // P
         step = max(1, _BLOCK_ELEMS // 4 // mem.size)
         for j0 in range(0, qs_c.size, step):
-            qs, slots = qs_c[j0 : j0 + step], slots_c[j0 : j0 + step]
+            qs = qs_c[j0 : j0 + step]
             S = X[qs] @ Xm.T
-            own = np.flatnonzero(slots == 0)  # queries whose home is this cell: hide themselves
+            own = np.flatnonzero(home[qs] == c)  # queries that live in this cell: hide themselves
             S[own, pos_in_cell[qs[own]]] = -np.inf
-            kk = min(k, mem.size)
-            ti, ts = _topk_desc(S, kk, mem)
-            cand_i[qs, slots, :kk] = ti
-            cand_s[qs, slots, :kk] = ts
-    cand_i = cand_i.reshape(n, P * k)
-    cand_s = cand_s.reshape(n, P * k)
-    idx, sims = _merge_topk(cand_i, cand_s, k)
-    idx[~np.isfinite(sims)] = -1
+            mask = S >= floor
+            cnt = np.count_nonzero(mask, axis=1)
+            heavy = np.flatnonzero(cnt > k)
+            if heavy.size:
+                mask[heavy] = False
+                ti, ts = _topk_desc(S[heavy], k, mem)
+                keep = ts >= floor
+                out_q.append(np.repeat(qs[heavy], k)[keep.ravel()])
+                out_c.append(ti[keep])
+                out_s.append(ts[keep])
+            r, cc = np.nonzero(mask)
+            out_q.append(qs[r])
+            out_c.append(mem[cc])
+            out_s.append(S[r, cc])
+    return _rows_topk(n, k, np.concatenate(out_q), np.concatenate(out_c), np.concatenate(out_s))
+
+
+def _rows_topk(n: int, k: int, q: np.ndarray, c: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate triplets (query, neighbour, sim) → (N, k) arrays, best first, padded with -1 / -inf."""
+    idx = np.full((n, k), -1, np.int64)
+    sims = np.full((n, k), -np.inf, np.float32)
+    if q.size == 0:
+        return idx, sims
+    o = np.lexsort((-s, q))
+    q, c, s = q[o], c[o], s[o]
+    start = np.searchsorted(q, np.arange(n))
+    rank = np.arange(q.size) - start[q]
+    keep = rank < k
+    idx[q[keep], rank[keep]] = c[keep]
+    sims[q[keep], rank[keep]] = s[keep]
     return idx, sims
 
 
-def neighbour_graph(X: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """kNN graph for clustering: exact up to :data:`EXACT_KNN_MAX` faces, IVF above (see module docstring)."""
+def neighbour_graph(X: np.ndarray, k: int, floor: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """kNN graph for clustering: exact up to :data:`EXACT_KNN_MAX` faces, IVF above (see module docstring).
+
+    ``floor`` only applies to the IVF path (neighbours below it are not kept); the exact path returns the
+    true k nearest, whatever their similarity.
+    """
     if X.shape[0] <= EXACT_KNN_MAX:
         return knn_graph(X, k)
-    return ivf_knn_graph(X, k, seed=seed)
+    return ivf_knn_graph(X, k, floor=floor, seed=seed)
 
 
 def _edge_list(indices: np.ndarray, sims: np.ndarray, threshold: float | None, groups: np.ndarray | None = None):
@@ -598,7 +640,7 @@ def cluster_faces(
     X: np.ndarray,
     method: str = "graph",
     *,
-    threshold: float = 0.45,
+    threshold: float = DEFAULT_THRESHOLD,
     min_size: int = 2,
     k: int = 15,
     groups: Sequence | None = None,
@@ -627,7 +669,9 @@ def cluster_faces(
         return np.empty(0, np.int64)
     if n == 1:
         return np.array([0 if min_size <= 1 else -1], np.int64)
-    indices, sims = neighbour_graph(Xn, k, seed=seed)
+    # Edges below the floor are never used by the method, so the approximate (IVF) search may drop them.
+    floor = {"graph": threshold - ATTACH_DROP, "hdbscan": HDBSCAN_FLOOR}.get(method, threshold)
+    indices, sims = neighbour_graph(Xn, k, floor=floor, seed=seed)
 
     if method == "graph":
         A = _similarity_graph(indices, sims, threshold, g)
@@ -636,7 +680,7 @@ def cluster_faces(
         A = _similarity_graph(indices, sims, threshold)
         labels = _average_linkage(Xn, A, threshold)
     elif method == "hdbscan":
-        labels = _hdbscan_knn(indices, sims, max(2, int(min_size)))
+        labels = _hdbscan_knn(indices, sims, max(2, int(min_size)), floor)
     else:  # dbscan
         from sklearn.cluster import DBSCAN
 
@@ -652,7 +696,7 @@ def cluster_faces(
     return labels
 
 
-def _hdbscan_knn(indices: np.ndarray, sims: np.ndarray, min_cluster_size: int) -> np.ndarray:
+def _hdbscan_knn(indices: np.ndarray, sims: np.ndarray, min_cluster_size: int, floor: float = HDBSCAN_FLOOR) -> np.ndarray:
     """sklearn HDBSCAN on the symmetric sparse kNN distance graph.
 
     sklearn's sparse path refuses rows with fewer than ``min_samples`` stored distances and graphs with more
@@ -664,14 +708,28 @@ def _hdbscan_knn(indices: np.ndarray, sims: np.ndarray, min_cluster_size: int) -
     from sklearn.cluster import HDBSCAN
 
     n = indices.shape[0]
-    D = _distance_graph(indices, sims)
     min_samples = max(1, min_cluster_size - 1)
-    if np.diff(D.indptr).min() < min_samples:
-        # Only when N - 1 < min_samples or an IVF row came back short: fall back to "too few faces".
-        if n <= min_samples:
-            return np.full(n, -1, np.int64)
-        short = np.flatnonzero(np.diff(D.indptr) < min_samples)
-        raise RuntimeError(f"{short.size} faces have fewer than {min_samples} neighbours; raise k")
+    labels = np.full(n, -1, np.int64)
+    if n <= min_samples:
+        return labels
+    D = _distance_graph(indices, sims, floor)
+    # A face with fewer than min_samples neighbours at similarity >= floor has no neighbourhood that could be
+    # a person, so it is noise without asking HDBSCAN. Otherwise HDBSCAN, which has no absolute scale, pairs
+    # up unrelated strangers at similarity ~0 when min_cluster_size is 2. Removing faces can leave others
+    # short, hence the peeling loop (a k-core).
+    keep = np.ones(n, bool)
+    while True:
+        short = keep & (np.diff(D.indptr) < min_samples)
+        if not short.any():
+            break
+        keep &= ~short
+        D = _drop_nodes(D, keep)
+    sub = np.flatnonzero(keep)
+    if sub.size <= min_samples:
+        return labels
+    D = D[sub][:, sub].tocsr()
+    D.sort_indices()
+    n = sub.size
     ncomp, comp = csgraph.connected_components(D, directed=False)
     if ncomp > 1:
         _, reps = np.unique(comp, return_index=True)
@@ -680,7 +738,15 @@ def _hdbscan_knn(indices: np.ndarray, sims: np.ndarray, min_cluster_size: int) -
         D = (D + bridge).tocsr()
         D.sort_indices()
     model = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, metric="precomputed", copy=False)
-    return model.fit_predict(D).astype(np.int64)
+    labels[sub] = model.fit_predict(D)
+    return labels
+
+
+def _drop_nodes(D: sparse.csr_matrix, keep: np.ndarray) -> sparse.csr_matrix:
+    """Zero out (remove) every stored entry touching a node not in ``keep``; shape unchanged."""
+    coo = D.tocoo()
+    m = keep[coo.row] & keep[coo.col]
+    return sparse.csr_matrix((coo.data[m], (coo.row[m], coo.col[m])), shape=D.shape)
 
 
 # ---------------------------------------------------------------------------------------------------------

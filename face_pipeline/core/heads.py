@@ -108,7 +108,14 @@ def train_and_gate(
     t0 = time.perf_counter()
     config = config or train_config(settings)
     model_name = model_name or settings.model_name
-    _, X, y, groups = labelled_faces(settings)
+    face_ids, X, y, groups = labelled_faces(settings)
+    # Person ids are random (uuid4), and the gate's split, the PK batches and the calibration folds are all
+    # ordered by label: the same labels would give a different head in every library. Name each person by their
+    # first labelled face id instead (content-derived; face_ids are sorted), so training is reproducible.
+    first_face: dict[str, str] = {}
+    for fid, pid in zip(face_ids, y):
+        first_face.setdefault(pid, fid)
+    y = [first_face[pid] for pid in y]
     train_mod.check_enough(y, min_people=settings.training_min_people, min_faces=settings.training_min_faces_per_person)
     event_id = newest_event_id(settings)
     # Raw space is measured at the thresholds production actually uses; the head gets its own, calibrated on
@@ -181,9 +188,19 @@ def reembed_faces(settings: Settings, store: FaceVectorStore) -> ReembedReport:
     Z = train_mod.project(state, X[keep]) if keep else np.zeros((0, 128), dtype=np.float32)
     proj = FaceVectorStore(store.client, PROJ_ALIAS, dim=int(Z.shape[1]) if len(Z) else 128)
     name = f"{PROJ_ALIAS}_v{head.version}"
-    proj.create_collection(name, proj.dim)
-    proj.upsert([FaceRecord(ids[i], Z[j], payloads[ids[i]]) for j, i in enumerate(keep)], collection=name)
-    previous = proj.switch_alias(name)
+    records = [FaceRecord(ids[i], Z[j], payloads[ids[i]]) for j, i in enumerate(keep)]
+    if proj._alias_target(PROJ_ALIAS) == name:
+        # This head is already live (a re-run after new photos, or after a retrain the gate refused). Rebuilding
+        # would delete the collection searches are using, and with it the alias. Same head, same vectors: upsert
+        # in place (new faces appear, the others are rewritten identically) and drop faces that no longer exist.
+        proj.upsert(records, collection=name)
+        current = {r.face_id for r in records}
+        proj.delete([r.face_id for r in proj.iter_records(with_vectors=False, collection=name) if r.face_id not in current])
+        previous = name
+    else:
+        proj.create_collection(name, proj.dim)
+        proj.upsert(records, collection=name)
+        previous = proj.switch_alias(name)
     removed = [c for c in proj.collections_with_prefix(f"{PROJ_ALIAS}_v") if c != name]
     for c in removed:
         store.client.delete_collection(c)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -123,15 +123,13 @@ def test_different_people_are_far_apart_same_people_close(models, faces_dev):
     assert nn_correct >= 0.9, nn_correct
 
 
-def test_face_model_dir_with_linked_onnx_files(tmp_path, monkeypatch, models):
+def test_face_model_dir_with_linked_onnx_files(tmp_path, home, monkeypatch, models):
     folder = tmp_path / "my_models"
     folder.mkdir()
     (folder / "scrfd_500m_bnkps.onnx").symlink_to(models.detector_path)
-    import shutil
-
     shutil.copyfile(models.recognizer_path, folder / "w600k_mbf.onnx")
     monkeypatch.setenv("FACE_MODEL_DIR", str(folder))
-    settings = Settings(home=tmp_path / "home")
+    settings = Settings(home=home)
     assert settings.model_dir == folder
     assert model_paths(settings) == (folder / "scrfd_500m_bnkps.onnx", folder / "w600k_mbf.onnx")
     own = FaceModels(settings)
@@ -143,25 +141,25 @@ def test_face_model_dir_with_linked_onnx_files(tmp_path, monkeypatch, models):
     np.testing.assert_allclose(own.embed([crop]), models.embed([crop]), rtol=1e-4, atol=1e-4)
 
 
-def test_missing_or_empty_model_dir_is_a_clear_error(tmp_path, monkeypatch):
+def test_missing_or_empty_model_dir_is_a_clear_error(tmp_path, home, monkeypatch):
     missing = tmp_path / "no_such_models"
     monkeypatch.setenv("FACE_MODEL_DIR", str(missing))
     with pytest.raises(ModelNotFoundError, match="does not exist") as info:
-        FaceModels(Settings(home=tmp_path / "home"))
+        FaceModels(Settings(home=home))
     assert str(missing) in str(info.value)
 
     empty = tmp_path / "empty_models"
     empty.mkdir()
     monkeypatch.setenv("FACE_MODEL_DIR", str(empty))
     with pytest.raises(ModelNotFoundError, match="no detector ONNX file") as info:
-        FaceModels(Settings(home=tmp_path / "home"))
+        FaceModels(Settings(home=home))
     assert str(empty) in str(info.value)
 
     # a named file that is not there says which one
     monkeypatch.delenv("FACE_MODEL_DIR")
     monkeypatch.setenv("FACE_RECOGNIZER_FILE", "nope.onnx")
     with pytest.raises(ModelNotFoundError, match="recogniser file .*nope.onnx does not exist"):
-        model_paths(Settings(home=tmp_path / "home"))
+        model_paths(Settings(home=home))
 
 
 def test_quality_score_is_in_unit_range(models):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -135,6 +136,26 @@ def test_clients_are_shared_within_a_process(settings):
     with open_vector_client(settings) as c:  # closed after the last user, reopened from disk
         assert c is not a
         assert FaceVectorStore(c, "faces").count() == 1
+
+
+def test_local_storage_is_wal_and_survives_reopen(settings):
+    recs = [_rec(f"p{i}_face0", i) for i in range(40)]
+    with open_vector_client(settings) as client:
+        store = FaceVectorStore(client, "faces").ensure()
+        store.upsert(recs)
+        store.delete(["p0_face0"])
+    (db,) = settings.qdrant_path.glob("collection/faces/storage.sqlite")
+    conn = sqlite3.connect(db)
+    try:  # WAL: a point no longer waits for its own fsync (see vectors._fast_local_writes)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    with open_vector_client(settings) as client:
+        store = FaceVectorStore(client, "faces")
+        assert store.count() == 39
+        got = store.vectors_for([r.face_id for r in recs[1:]])
+        for r in recs[1:]:
+            np.testing.assert_allclose(got[r.face_id], r.vector, atol=1e-6)
 
 
 _HOLDER = """

@@ -1,0 +1,272 @@
+"""Tests of face clustering, incremental assignment and stable cluster ids (fast: small synthetic data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from face_pipeline.core import cluster as C
+from face_pipeline.core.metrics import bcubed_prf, noise_as_singletons
+
+DEV_NPZ = Path("/tmp/faces_dev_emb.npz")
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def blobs(n_people=12, per_person=8, n_noise=20, dim=128, spread=0.6, seed=0):
+    """People as tight blobs (same-person cosine ~0.6-0.7) around near-orthogonal centres, plus singletons."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.standard_normal((n_people + n_noise, dim)))
+    truth = np.r_[np.repeat(np.arange(n_people), per_person), n_people + np.arange(n_noise)]
+    X = unit(centres[truth] + spread * unit(rng.standard_normal((truth.size, dim))))
+    return X, truth
+
+
+def bcubed_f(truth, labels) -> float:
+    return bcubed_prf(list(truth), noise_as_singletons(list(labels))).f1
+
+
+def clusters_of(labels):
+    return {tuple(np.flatnonzero(labels == c)) for c in np.unique(labels[labels >= 0])}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# kNN
+# ---------------------------------------------------------------------------------------------------------
+def test_knn_graph_equals_brute_force():
+    X, _ = blobs(n_people=6, per_person=10, n_noise=15, seed=1)
+    S = X @ X.T
+    np.fill_diagonal(S, -np.inf)
+    idx, sims = C.knn_graph(X, 7, block=16)  # small block: exercises the blocking
+    assert idx.shape == (X.shape[0], 7) and idx.dtype == np.int64 and sims.dtype == np.float32
+    want = np.argsort(-S, axis=1, kind="stable")[:, :7]
+    np.testing.assert_allclose(sims, np.take_along_axis(S, want, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.take_along_axis(S, idx, 1), sims, rtol=1e-5, atol=1e-6)
+    assert (idx != np.arange(X.shape[0])[:, None]).all()
+    assert (np.diff(sims, axis=1) <= 1e-7).all()  # sorted descending
+
+
+def test_knn_graph_long_rows_use_chunked_selection():
+    rng = np.random.default_rng(2)
+    X = unit(rng.standard_normal((9000, 16)))
+    q = X[:50]
+    idx, sims = C._topk_desc(q @ X.T, 5)
+    S = q @ X.T
+    np.testing.assert_allclose(sims, -np.sort(-S, axis=1)[:, :5], rtol=1e-6)
+
+
+def test_knn_graph_caps_k_and_keeps_self_when_asked():
+    X, _ = blobs(n_people=2, per_person=2, n_noise=0)
+    idx, sims = C.knn_graph(X, 10)
+    assert idx.shape == (4, 3)
+    idx, _ = C.knn_graph(X, 1, exclude_self=False)
+    assert (idx[:, 0] == np.arange(4)).all()
+
+
+def test_ivf_scanning_every_cell_is_exact_above_floor():
+    X, _ = blobs(n_people=20, per_person=10, n_noise=50, seed=3)
+    ei, es = C.knn_graph(X, 5)
+    ii, isims = C.ivf_knn_graph(X, 5, floor=0.3, n_cells=10, n_probe=10)
+    ok = es >= 0.3
+    np.testing.assert_allclose(np.where(ok, isims, 0), np.where(ok, es, 0), rtol=1e-5, atol=1e-6)
+    assert (ii[~ok] == -1).all()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# clustering
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", C.METHODS)
+def test_each_method_recovers_blobs(method):
+    X, truth = blobs()
+    labels = C.cluster_faces(X, method, min_size=2)
+    assert labels.dtype == np.int64 and labels.shape == truth.shape
+    assert bcubed_f(truth, labels) >= 0.95
+    assert (labels[truth >= 12] == -1).mean() >= 0.9  # the singletons stay noise
+
+
+def test_baselines_recover_blobs():
+    X, truth = blobs()
+    assert bcubed_f(truth, C.immich_cluster(X)) >= 0.9
+    assert bcubed_f(truth, C.hdbscan_baseline(X)) >= 0.9
+
+
+def test_unnormalised_input_is_normalised():
+    X, truth = blobs()
+    scaled = X * np.random.default_rng(0).uniform(5, 30, (X.shape[0], 1)).astype(np.float32)
+    np.testing.assert_array_equal(C.cluster_faces(scaled), C.cluster_faces(X))
+
+
+def test_min_size_turns_small_clusters_into_noise():
+    X, truth = blobs(n_people=3, per_person=3, n_noise=0)
+    assert (C.cluster_faces(X, min_size=4) == -1).all()
+    assert len(np.unique(C.cluster_faces(X, min_size=3))) == 3
+
+
+def _bridge():
+    """Two people A, B (10 faces each, cross similarity ~0) and one face that is similar to both."""
+    rng = np.random.default_rng(4)
+    ca, cb = unit(rng.standard_normal((2, 128)))
+    cb = unit(cb - (cb @ ca) * ca)
+    a = unit(ca + 0.45 * unit(rng.standard_normal((10, 128))))
+    b = unit(cb + 0.45 * unit(rng.standard_normal((10, 128))))
+    bridge = unit(ca + cb)[None]
+    return np.vstack([a, b, bridge])
+
+
+def test_graph_does_not_chain_through_a_bridge_face():
+    X = _bridge()
+    idx, sims = C.knn_graph(X, 15)
+    cc = C.connected_components_labels(idx, sims, 0.45)
+    assert len(np.unique(cc)) == 1  # connected components chain A - bridge - B into one person
+    cw = C.chinese_whispers(idx, sims, 0.45)
+    assert len(np.unique(cw[:10])) == 1 and len(np.unique(cw[10:20])) == 1 and cw[0] != cw[10]
+    labels = C.cluster_faces(X)
+    assert labels[0] != labels[10] and len(np.unique(labels[:10])) == 1 and len(np.unique(labels[10:20])) == 1
+
+
+def test_chinese_whispers_is_deterministic_per_seed():
+    X, _ = blobs(seed=5)
+    idx, sims = C.knn_graph(X, 10)
+    np.testing.assert_array_equal(C.chinese_whispers(idx, sims, 0.4, seed=3), C.chinese_whispers(idx, sims, 0.4, seed=3))
+
+
+def test_sparse_average_linkage_matches_dense_on_complete_graph():
+    X, _ = blobs(n_people=5, per_person=6, n_noise=5, seed=6)
+    idx, sims = C.knn_graph(X, X.shape[0] - 1)  # complete graph: the sparse version sees every pair
+    A = C._similarity_graph(idx, sims, 0.3)
+    dense = C._average_linkage(X, A, 0.3, dense_max=10_000)
+    sparse_ = C._average_linkage(X, A, 0.3, dense_max=2)
+    assert clusters_of(dense) == clusters_of(sparse_)
+
+
+def test_hdbscan_handles_disconnected_knn_graph():
+    X, truth = blobs(n_people=4, per_person=6, n_noise=0, seed=7)
+    labels = C.cluster_faces(X, "hdbscan", k=4)  # k < blob size: the kNN graph has 4 components
+    assert bcubed_f(truth, labels) >= 0.95
+
+
+def _twins():
+    """Person A on 8 photos of their own, plus one photo with two look-alike faces near A's centre."""
+    rng = np.random.default_rng(8)
+    c = unit(rng.standard_normal(128))
+    X = unit(c + 0.5 * unit(rng.standard_normal((10, 128))))
+    groups = [f"p{i}" for i in range(8)] + ["shared", "shared"]
+    return X, groups
+
+
+@pytest.mark.parametrize("method", C.METHODS)
+def test_same_photo_faces_never_share_a_cluster(method):
+    X, groups = _twins()
+    plain = C.cluster_faces(X, method, threshold=0.3, min_size=2)
+    assert plain[8] == plain[9] >= 0  # without the constraint the two faces of one photo share a cluster
+    labels = C.cluster_faces(X, method, threshold=0.3, min_size=2, groups=groups)
+    assert labels[8] == -1 or labels[8] != labels[9]
+    assert (labels[:8] >= 0).sum() >= 7  # the person's other photos stay clustered
+
+
+def test_group_split_keeps_the_central_face():
+    X, groups = _twins()
+    labels = C._split_group_conflicts(np.zeros(10, np.int64), X, np.array([hash(g) % 1000 for g in groups]))
+    main = np.bincount(labels).argmax()
+    centrality = X[8:] @ X.sum(0)
+    assert labels[8 + int(np.argmax(centrality))] == main and labels[8 + int(np.argmin(centrality))] != main
+
+
+def test_noise_rescue_needs_two_links_and_a_margin():
+    X, truth = blobs(n_people=3, per_person=8, n_noise=0, seed=9)
+    weak = unit(X[:8].mean(0) + 1.9 * unit(np.random.default_rng(0).standard_normal(128)))  # poor photo of person 0
+    X2 = np.vstack([X, weak])
+    sims = X2[:8] @ weak
+    assert sims.max() < 0.4 and np.sort(sims)[-2] >= 0.3, "fixture: weak links only"
+    labels = C.cluster_faces(X2)
+    assert labels[-1] == labels[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# incremental assignment
+# ---------------------------------------------------------------------------------------------------------
+def test_assign_to_clusters():
+    X, truth = blobs(n_people=5, per_person=10, n_noise=0, seed=10)
+    old, new = X[::2], X[1::2]
+    old_labels = truth[::2].copy()
+    old_labels[old_labels == 4] = -1  # person 4 is noise in the old clustering: cannot attract anyone
+    stranger = unit(np.random.default_rng(0).standard_normal((1, 128)))
+    got = C.assign_to_clusters(np.vstack([new, stranger]), old, old_labels, 0.4)
+    want = np.r_[np.where(truth[1::2] == 4, -1, truth[1::2]), -1]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(C.assign_to_clusters(np.vstack([new, stranger]), old, old_labels, 0.4, k=5), want)
+
+
+def test_assign_vote_overrules_a_single_mislabelled_neighbour():
+    X, truth = blobs(n_people=2, per_person=12, n_noise=0, seed=11)
+    old, new = X[1:], X[:1]
+    labels = truth[1:].copy()
+    best = int(np.argmax(old @ new[0]))
+    labels[best] = 1  # the best match of a person-0 face is mislabelled as person 1
+    assert C.assign_to_clusters(new, old, labels, 0.3, k=1)[0] == 1
+    assert C.assign_to_clusters(new, old, labels, 0.3, k=7)[0] == 0
+
+
+def test_assign_with_nothing_clustered():
+    X, _ = blobs(n_people=2, per_person=3, n_noise=0)
+    assert (C.assign_to_clusters(X, X, np.full(6, -1), 0.4) == -1).all()
+    assert C.assign_to_clusters(X[:0], X, np.zeros(6, int), 0.4).shape == (0,)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# stable ids
+# ---------------------------------------------------------------------------------------------------------
+def _ids_run(X, face_ids, previous, next_number):
+    return C.stable_cluster_ids(previous, C.cluster_faces(X), face_ids, next_number)
+
+
+def test_stable_ids_survive_extra_face_and_shuffle():
+    X, truth = blobs(n_people=4, per_person=6, n_noise=3, seed=12)
+    ids = [f"f{i}" for i in range(len(X))]
+    first, nxt = _ids_run(X, ids, {}, 0)
+    assert nxt == 4 and set(first.values()) == {f"unknown_cluster_{i}" for i in range(4)}
+    assert all(f"f{i}" not in first for i in range(24, 27))  # noise faces are not named
+
+    extra = unit(X[:6].mean(0, keepdims=True))  # one more photo of person 0
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(X) + 1)
+    X2 = np.vstack([X, extra])[perm]
+    ids2 = [(ids + ["f_new"])[i] for i in perm]
+    second, nxt2 = _ids_run(X2, ids2, first, nxt)
+    assert nxt2 == nxt
+    assert all(second[f] == cid for f, cid in first.items())
+    assert second["f_new"] == first["f0"]
+
+
+def test_stable_ids_new_cluster_gets_new_id_and_split_keeps_majority():
+    previous = {"a": "unknown_cluster_3", "b": "unknown_cluster_3", "c": "unknown_cluster_3", "d": "unknown_cluster_7"}
+    labels = np.array([0, 0, 1, 2, 2, -1])
+    faces = ["a", "b", "c", "x", "y", "d"]
+    out, nxt = C.stable_cluster_ids(previous, labels, faces, 5)
+    assert out["a"] == out["b"] == "unknown_cluster_3"  # the larger part of the split keeps the id
+    assert out["c"] == "unknown_cluster_8" or out["c"] == "unknown_cluster_9"  # numbers never reuse 3 or 7
+    assert out["x"] == out["y"] and out["x"] not in ("unknown_cluster_3", "unknown_cluster_7")
+    assert "d" not in out and nxt == 10
+
+
+def test_stable_ids_merge_keeps_larger_and_ignores_noise_names():
+    previous = {"a": "unknown_cluster_1", "b": "unknown_cluster_1", "c": "unknown_cluster_2", "n": "unknown_noise_n"}
+    out, nxt = C.stable_cluster_ids(previous, np.array([0, 0, 0, 0]), ["a", "b", "c", "n"], 3)
+    assert set(out.values()) == {"unknown_cluster_1"} and nxt == 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# real embeddings
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not DEV_NPZ.exists(), reason=f"{DEV_NPZ} (real faces_dev embeddings cache) not present")
+def test_default_beats_baselines_on_real_faces():
+    d = np.load(DEV_NPZ)
+    truth = [str(p) if lab else f"bg{i}" for i, (p, lab) in enumerate(zip(d["person"], d["is_labelled"]))]
+    groups = [str(x) for x in d["image"]]
+    ours = bcubed_f(truth, C.cluster_faces(d["emb"], groups=groups))
+    assert ours > bcubed_f(truth, C.hdbscan_baseline(d["emb"]))
+    assert ours > bcubed_f(truth, C.immich_cluster(d["emb"]))
