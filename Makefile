@@ -9,7 +9,8 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: install run dev test bench clean-home faces-stats faces-ingest faces-export
+.PHONY: install run dev test bench clean-home faces-stats faces-ingest faces-export faces-cluster-dual \
+	faces-clusters faces-persons faces-label-cluster faces-evaluate faces-train-matching faces-reassign
 
 install: $(STAMP)
 
@@ -49,6 +50,29 @@ faces-ingest: install
 
 faces-export: install
 	$(BIN)/face-pipeline export --out $(or $(OUT),faces.parquet)
+
+# The seed's dual-mode clustering: known people assigned, unknown faces clustered.
+faces-cluster-dual: install
+	$(BIN)/face-pipeline cluster $(if $(PERSON_THRESHOLD),--person-threshold $(PERSON_THRESHOLD)) \
+		$(if $(UNKNOWN_METHOD),--unknown-method $(UNKNOWN_METHOD)) $(if $(UNKNOWN_MIN_SIZE),--unknown-min-size $(UNKNOWN_MIN_SIZE))
+
+faces-clusters: install
+	$(BIN)/face-pipeline clusters
+
+faces-persons: install
+	$(BIN)/face-pipeline persons
+
+faces-label-cluster: install
+	$(BIN)/face-pipeline label-cluster $(CLUSTER) "$(NAME)"
+
+faces-evaluate: install
+	$(BIN)/face-pipeline evaluate $(or $(LABELLED_DIR),../shared/data/faces_dev)
+
+faces-train-matching: install
+	$(BIN)/face-pipeline train $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MARGIN),--margin $(MARGIN))
+
+faces-reassign: install
+	$(BIN)/face-pipeline reassign $(if $(PERSON_THRESHOLD),--person-threshold $(PERSON_THRESHOLD)) $(if $(USE_TRAINED),--use-trained-model)
 
 clean-home:
 	rm -rf $(FACE_PIPELINE_HOME)

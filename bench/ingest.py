@@ -6,11 +6,15 @@
 * bare bound: the same photos already decoded in memory, the same ``FaceModels`` (same threads): detect, align
   and batched embed only — what the models alone allow.
 
-Target: pipeline ≥ 0.9 × bound. The machine may be shared, so there is a warm-up, and each side is measured
-``--repeat`` times, interleaved, keeping the best. ``--profile`` adds a breakdown of where the pipeline's
-time goes (measured by timing wrappers around the stages, on an extra run).
+Target: pipeline ≥ 0.9 × bound (photos/s). The machine may be shared, so there is a warm-up, and each side is
+measured ``--repeat`` times, interleaved, keeping the best wall time; the ratio of process CPU times is printed
+beside it because it moves far less when other jobs compete for the cores. Below target (or with
+``--profile``) one more pipeline run is broken down by stage (timing wrappers around core.ingest's steps, wall
+and CPU), which also gives the model share of that single run — a ratio no outside load can skew.
 
-Usage: .venv/bin/python bench/ingest.py [--data DIR] [--limit N] [--threads N] [--repeat 2] [--profile]
+Usage: .venv/bin/python bench/ingest.py [--data DIR] [--limit N] [--threads N] [--repeat 2] [--profile] [--strict]
+(``--strict``: exit 1 when the wall-time ratio misses the target; by default the verdict is only printed, so
+``make bench`` goes on to the other benchmarks.)
 """
 
 from __future__ import annotations
@@ -178,6 +182,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
     ap.add_argument("--repeat", type=int, default=2, help="measurements per side, best kept (default 2)")
     ap.add_argument("--profile", action="store_true", help="also break the pipeline's time down by stage")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when the ratio misses the target")
     args = ap.parse_args()
 
     if not args.data.is_dir():
@@ -223,7 +228,7 @@ def main() -> int:
               f"   [load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores]")
         if args.profile or ratio < TARGET:
             profile(models, batch_folder, work, args.threads)
-        return 0 if ratio >= TARGET else 1
+        return 1 if args.strict and ratio < TARGET else 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -18,7 +18,8 @@ from rich.table import Table
 from face_pipeline.settings import Settings, disable_telemetry
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, recognise and organise the faces in a photo library.")
-console = Console()
+# Not a terminal (CI, pipes): print wide, so ids in tables are not cut to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 
@@ -27,7 +28,12 @@ class CliError(Exception):
 
 
 def _settings() -> Settings:
-    return Settings()
+    """Settings from the environment, with the home prepared (folders + schema): every command can run first."""
+    from face_pipeline.home import prepare_home
+
+    settings = Settings()
+    prepare_home(settings, set_dagster_home=False)
+    return settings
 
 
 @app.callback()
@@ -63,8 +69,11 @@ def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | No
     if not result.success and not (failure_is_an_answer and failure_is_an_answer(result)):
         failure = next((e for e in result.all_events if e.is_failure and e.event_specific_data is not None), None)
         detail = ""
-        if failure is not None and getattr(failure.event_specific_data, "error", None) is not None:
-            detail = failure.event_specific_data.error.message.strip().splitlines()[-1]
+        error = getattr(failure.event_specific_data, "error", None) if failure is not None else None
+        while error is not None and getattr(error, "cause", None) is not None:  # the user's error, not Dagster's wrapper
+            error = error.cause
+        if error is not None:
+            detail = error.message.strip().splitlines()[-1]
         raise CliError(f"run {result.run_id[:8]} of {job_name} failed{': ' + detail if detail else ''}")
 
 
@@ -429,12 +438,25 @@ def evaluate(
     console.print(rep.table(), highlight=False, soft_wrap=True)
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from face_pipeline.core.heads import NoPromotedHead
+    from face_pipeline.core.labels import LabelError
+    from face_pipeline.core.models import ModelNotFoundError
+    from face_pipeline.core.train import NotEnoughLabels
+    from face_pipeline.core.vectors import VectorStoreBusy
+
+    return (LabelError, NotEnoughLabels, NoPromotedHead, ModelNotFoundError, VectorStoreBusy, FileNotFoundError)
+
+
 def main() -> None:
     """Console-script entry point: one-line errors and a non-zero exit code instead of tracebacks."""
     try:
         app(standalone_mode=False)
     except CliError as exc:
         err.print(f"error: {exc}", soft_wrap=True, markup=False, highlight=False)  # one line, even in a pipe
+        sys.exit(1)
+    except _expected_errors() as exc:  # the user's mistake, said plainly (no exception class name)
+        err.print(f"error: {exc}", soft_wrap=True, markup=False, highlight=False)
         sys.exit(1)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))

@@ -131,98 +131,110 @@ def test_ingest_and_cluster_make_one_unknown_cluster_per_person(lib):
     assert len({state[lib["faces"][n][0]][2] for n in lib["names"]}) == PEOPLE
 
 
+def _ok(results: list[tuple[int, str, str]]) -> list[str]:
+    for rc, out, err in results:
+        assert rc == 0, f"rc {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    return [out for _, out, _ in results]
+
+
+def _search_hits(out: str) -> list[tuple[str, float, str]]:
+    """`search` table → (face id, score, person or '')."""
+    hits = []
+    for line in out.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃|]", line)[1:-1]]
+        if len(cells) == 4 and re.fullmatch(r"[0-9a-f]{16}_face\d+", cells[1]):
+            hits.append((cells[1], float(cells[2]), cells[3]))
+    return hits
+
+
 def test_naming_correcting_and_recognising_people(lib):
+    """Independent commands run side by side (the product's normal concurrency: SQLite is shared, one process
+    gets the Qdrant folder and the others leave payloads dirty for the next run); dependent ones in order."""
     cli, settings, faces = lib["cli"], lib["settings"], lib["faces"]
     state = _state(settings)
     person_of_cluster = {state[fs[0]][2]: name for name, fs in faces.items()}
     a, b, c, d, e, _ = (person_of_cluster[f"unknown_cluster_{i}"] for i in range(1, 7))
+    b0, c0 = faces[b][0], faces[c][0]
+    d0, d1, d2, d3 = faces[d]
+    a3 = faces[a][3]
 
     out = cli("label-cluster", "unknown_cluster_1", "Alice")
     assert "Alice" in out and "(new person)" in out and f"changed: {IN_LIBRARY}" in out
 
-    # one person labelled: too little to train; the error names the minimum, and the run is still recorded
-    line = _one_line_error(*cli.finish(cli.start("train")), run_log=True)
+    # one person labelled: too little to train (the error names the minimum); meanwhile: look at Alice, start
+    # naming others — label-face creates a person — and make two persons of one (to be merged below)
+    train, persons_out, alice_out, bob, dan, daniel = cli.parallel(
+        ("train",), ("persons",), ("person", "Alice"), ("label-face", b0, "Bob"), ("label-face", d0, "Dan"),
+        ("label-face", d1, "Daniel"))
+    line = _one_line_error(*train, run_log=True)
     assert "not enough labels" in line and ">= 2 people with >= 2 labelled faces" in line
-
-    (rc1, persons_out, _), (rc2, alice_out, _) = cli.parallel(("persons",), ("person", "Alice"))
-    assert rc1 == rc2 == 0
-    assert _people(persons_out) == {"Alice": ("active", IN_LIBRARY)}
+    persons_out, alice_out, bob, dan, daniel = _ok([persons_out, alice_out, bob, dan, daniel])
+    assert _people(persons_out)["Alice"] == ("active", IN_LIBRARY)
     assert "name='Alice'" in alice_out and f"faces={IN_LIBRARY}," in alice_out and "'cluster': 4" in alice_out
     assert all(f in alice_out for f in faces[a])
+    assert all("(new person)" in o for o in (bob, dan, daniel)) and "Bob" in bob
 
-    # label-face creates a person, label-cluster joins it; a mistaken label-face is fixed with move
-    b0, c0 = faces[b][0], faces[c][0]
-    (rc1, out_b, err_b), (rc2, out_c, err_c) = cli.parallel(("label-face", b0, "Bob"), ("label-face", c0, "Alice"))
-    assert rc1 == rc2 == 0, (err_b, err_c)
-    assert "Bob" in out_b and "(new person)" in out_b and "(new person)" not in out_c
-    assert f"changed: {IN_LIBRARY - 1}" in cli("label-cluster", "unknown_cluster_2", "Bob")
-    out = cli("move", c0, "Carol")
-    assert "reassign_face" in out and "Carol" in out and "(new person)" in out
-    cli("label-cluster", "unknown_cluster_3", "Carol")
+    # label-cluster joins an existing person; a mistaken label; the flags of merge and split are required
+    bob_cluster, mistake, danny, merge_no_into, split_no_name = cli.parallel(
+        ("label-cluster", "unknown_cluster_2", "Bob"), ("label-face", c0, "Alice"), ("label-cluster", "unknown_cluster_4", "Danny"),
+        ("merge", "Dan", "Daniel"), ("split", "Danny", d2))
+    bob_cluster, mistake, danny = _ok([bob_cluster, mistake, danny])
+    assert f"changed: {IN_LIBRARY - 1}" in bob_cluster and "(new person)" not in bob_cluster
+    assert "(new person)" not in mistake and "changed: 2" in danny
+    for (rc, _, err), flag in ((merge_no_into, "--into"), (split_no_name, "--name")):
+        assert rc == 2 and f"Missing option '{flag}'" in err and "Traceback" not in err
+
+    # move fixes the mistake (to a new person); merge Dan and Daniel into Danny
+    moved, merged = _ok(cli.parallel(("move", c0, "Carol"), ("merge", "Dan", "Daniel", "--into", "Danny")))
+    assert "reassign_face" in moved and "Carol" in moved and "(new person)" in moved
+    assert "merge" in merged and "Danny" in merged
+    with session_scope(settings.sql_url) as s:
+        persons = {p.name: p for p in s.scalars(select(Person))}
+        assert (persons["Dan"].status, persons["Dan"].merged_into) == ("merged", persons["Danny"].person_id)
+        assert (persons["Daniel"].status, persons["Daniel"].merged_into) == ("merged", persons["Danny"].person_id)
+        alice = persons["Alice"].person_id
+
+    # name Carol's cluster, split two faces off Danny, and say a3 is not Alice
+    carol, split, reject = _ok(cli.parallel(("label-cluster", "unknown_cluster_3", "Carol"), ("split", "Danny", d2, d3, "--name", "Dana"),
+                                            ("reject", a3)))
+    assert "Carol" in carol and "Dana" in split and "changed: 2" in split and "reject_face" in reject and "Alice" in reject
     state = _state(settings)
     assert state[c0][:2] == ("Carol", "manual") and state[b0][:2] == ("Bob", "manual")
-    assert [state[f][0] for f in faces[a]] == ["Alice"] * IN_LIBRARY
-
-    # two names for one person, merged into a third; the flag is required
-    d0, d1, d2, d3 = faces[d]
-    assert all(r[0] == 0 for r in cli.parallel(("label-face", d0, "Dan"), ("label-face", d1, "Daniel")))
-    cli("label-cluster", "unknown_cluster_4", "Danny")
-    rc, out, err = cli.finish(cli.start("merge", "Dan", "Daniel"))
-    assert rc == 2 and "--into" in err and "Traceback" not in err
-    out = cli("merge", "Dan", "Daniel", "--into", "Danny")
-    assert "merge" in out and "Danny" in out
-    people = _people(cli("persons"))
-    assert people["Danny"] == ("active", IN_LIBRARY) and "Dan" not in people and "Daniel" not in people
+    assert [state[f][0] for f in faces[c]] == ["Carol"] * IN_LIBRARY and [state[f][0] for f in faces[b]] == ["Bob"] * IN_LIBRARY
+    assert [state[f][0] for f in (d0, d1, d2, d3)] == ["Danny", "Danny", "Dana", "Dana"]
+    assert state[a3][0] is None
     with session_scope(settings.sql_url) as s:
-        merged = {p.name: (p.status, p.merged_into) for p in s.scalars(select(Person).where(Person.name.in_(["Dan", "Daniel", "Danny"])))}
-        danny = s.scalar(select(Person.person_id).where(Person.name == "Danny"))
-    assert merged["Dan"] == ("merged", danny) and merged["Daniel"] == ("merged", danny)
-
-    # split two faces off into a new person; the flag is required here too
-    rc, _, err = cli.finish(cli.start("split", "Danny", d2))
-    assert rc == 2 and "--name" in err
-    out = cli("split", "Danny", d2, d3, "--name", "Dana")
-    assert "Dana" in out and "changed: 2" in out
-    people = _people(cli("persons"))
-    assert people["Danny"] == ("active", 2) and people["Dana"] == ("active", 2)
-
-    # "not this person": the face leaves Alice, and a full re-organisation does not give it back
-    a3 = faces[a][3]
-    out = cli("reject", a3)
-    assert "reject_face" in out and "Alice" in out
-    with session_scope(settings.sql_url) as s:
-        alice = s.scalar(select(Person.person_id).where(Person.name == "Alice"))
         assert s.get(FaceRejection, (a3, alice)) is not None
+
+    # a full re-organisation respects the rejection
     cli("cluster")
     state = _state(settings)
-    assert state[a3][0] != "Alice"
-    assert [state[f][0] for f in faces[a][:3]] == ["Alice"] * 3
+    assert state[a3][0] != "Alice" and [state[f][0] for f in faces[a][:3]] == ["Alice"] * 3
 
-    # hide / unhide / rename
-    cli("hide", "Carol")
-    (_, visible, _), (_, everyone, _) = cli.parallel(("persons",), ("persons", "--all"))
-    assert "Carol" not in _people(visible) and _people(everyone)["Carol"] == ("hidden", IN_LIBRARY)
-    cli("unhide", "Carol")
-    out = cli("rename", "Bob", "Robert")
-    assert "Robert" in out
-    people = _people(cli("persons"))
-    assert {"Alice", "Robert", "Carol", "Danny", "Dana"} <= set(people) and "Bob" not in people
-    assert people["Carol"] == ("active", IN_LIBRARY)
-
-    # a photo that is not in the library: Alice is recognised, an unnamed person is not
-    (rc1, found_a, err1), (rc2, found_e, err2) = cli.parallel(("find", str(lib["new_photo"][a])), ("find", str(lib["new_photo"][e])))
-    assert rc1 == rc2 == 0, (err1, err2)
+    # hide / rename, and recognising photos that are not in the library: Alice is found, an unnamed person is not
+    _ok(cli.parallel(("hide", "Carol"), ("rename", "Bob", "Robert")))
+    visible, everyone, found_a, found_e, searched = _ok(cli.parallel(
+        ("persons",), ("persons", "--all"), ("find", str(lib["new_photo"][a])), ("find", str(lib["new_photo"][e])),
+        ("search", str(lib["new_photo"][a]), "--limit", "3")))
+    assert set(_people(visible)) == {"Alice", "Robert", "Danny", "Dana"}
+    assert _people(everyone)["Carol"] == ("hidden", IN_LIBRARY) and _people(everyone)["Robert"] == ("active", IN_LIBRARY)
     assert re.search(r"face at .*: Alice \(person_[0-9a-f]{32}\) confidence 0\.\d{3}", found_a), found_a
-    assert "unknown" in found_e and "Alice" not in found_e and "Robert" not in found_e
-    out = cli("search", str(lib["new_photo"][a]), "--limit", "3")
-    hits = re.findall(r"([0-9a-f]{16}_face\d+)\s*[│|]\s*(0\.\d{3})\s*[│|]\s*(\S*)", out)
-    assert len(hits) >= 3, out
-    top_face, _, top_person = hits[0]
-    assert top_face in faces[a] and top_person == "Alice"
+    assert "unknown" in found_e and not re.search(r"Alice|Robert|Carol|Dann?y?a?\b", found_e), found_e
+    hits = _search_hits(searched)
+    assert len(hits) >= 3, searched
+    assert hits[0][0] in faces[a] and [h[1] for h in hits[:3]] == sorted((h[1] for h in hits[:3]), reverse=True)
+    assert all(person == ("" if face == a3 else "Alice") for face, _, person in hits[:3] if face in faces[a])
 
-    # export: names, clusters and sources for every face
+    # unhide; train now that there are enough labels, with a learning rate far too high (on this library the gate
+    # refuses that head: a verdict to print, not an error, although the gate's blocking check fails the run);
+    # export: names, clusters and sources of every face, as in SQL
     csv = cli.cwd / "export" / "people.csv"
-    assert "wrote" in cli("export", "--out", str(csv))
+    unhidden, trained, exported = _ok(cli.parallel(("unhide", "Carol"), ("train", "--epochs", "10", "--learning-rate", "10"), ("export", "--out", str(csv))))
+    verdict = re.search(r"projection head v1: (promoted and live|NOT promoted \(live space unchanged\))", trained)
+    assert verdict, trained
+    assert re.search(r"^  - (promoted|refused): ", trained, re.M)
+    assert (settings.artifacts_dir / "heads" / "face_projection_w600k_mbf_v1.pt").is_file()
+    assert "wrote" in exported
     frame = pd.read_csv(csv).set_index("face_id")
     state = _state(settings)
     assert set(frame.index) == set(state)
@@ -231,10 +243,11 @@ def test_naming_correcting_and_recognising_people(lib):
         assert (row["person_name"] if pd.notna(row["person_name"]) else None) == name, fid
         assert (row["assignment_source"] if pd.notna(row["assignment_source"]) else None) == source, fid
         assert row["cluster_id"] == cluster, fid
-    assert frame["cluster_id"].notna().all()
-    assert frame.loc[faces[a][0], "person_name"] == "Alice" and frame.loc[faces[a][0], "assignment_source"] == "cluster"
-    assert frame.loc[c0, "assignment_source"] == "manual"
-    assert frame["cluster_id"].str.startswith("unknown_cluster_").any()
+    assert frame["cluster_id"].notna().all() and frame["cluster_id"].str.startswith("unknown_cluster_").any()
+    assert frame.loc[faces[a][0], ["person_name", "assignment_source"]].tolist() == ["Alice", "cluster"]
+    assert frame.loc[c0, ["person_name", "assignment_source"]].tolist() == ["Carol", "manual"]
+    with session_scope(settings.sql_url) as s:
+        assert s.scalar(select(Person.status).where(Person.name == "Carol")) == "active"
 
     # every run went into the home's Dagster instance
     import dagster as dg
@@ -242,29 +255,30 @@ def test_naming_correcting_and_recognising_people(lib):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(cli.home / "dagster_home"))
         with dg.DagsterInstance.get() as instance:
-            runs = instance.get_runs()
-            jobs = sorted(r.job_name for r in runs)
-            assert jobs == ["ingest_batch", "organize_library", "organize_library", "train_projection"]
-            assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+            runs = instance.get_runs()  # newest first
+            assert [r.job_name for r in runs] == ["train_projection", "organize_library", "train_projection", "organize_library", "ingest_batch"]
+            # a refused head fails the blocking gate check, so Dagster shows that run as failed
+            promoted = verdict.group(1).startswith("promoted")
+            assert runs[0].status == (dg.DagsterRunStatus.SUCCESS if promoted else dg.DagsterRunStatus.FAILURE)
+            assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs[1:])
             assert instance.get_latest_materialization_event(dg.AssetKey("unknown_clusters")) is not None
 
 
 def test_bad_input_is_a_one_line_error(lib):
-    cli, a_face = lib["cli"], lib["faces"][lib["names"][0]][0]
+    cli = lib["cli"]
     results = cli.parallel(
         ("label-cluster", "unknown_cluster_999", "Zed"),
         ("person", "Nobody"),
-        ("label-face", "no_such_face", "Zed"),
         ("merge", "Ghost", "--into", "Alice"),
-        ("reject", a_face, "Nobody"),
-        ("rename", "Nobody", "Somebody"),
+        ("label-face", "no_such_face", "Zed"),
         ("find", str(cli.cwd / "missing.jpg")),
     )
     lines = [_one_line_error(*r) for r in results]
     assert "unknown_cluster_999" in lines[0] and "no faces" in lines[0]
-    assert all("Nobody" in line and "no person" in line for line in (lines[1], lines[4], lines[5]))
-    assert "no_such_face" in lines[2] and "Ghost" in lines[3] and "missing.jpg" in lines[6]
-    assert "Zed" not in cli("persons")  # nothing was created by the failed commands
+    assert "Nobody" in lines[1] and "no person" in lines[1] and "Ghost" in lines[2] and "no person" in lines[2]
+    assert "no_such_face" in lines[3] and "missing.jpg" in lines[4]
+    with session_scope(lib["settings"].sql_url) as s:  # nothing was created by the failed commands
+        assert s.scalar(select(Person.person_id).where(Person.name == "Zed")) is None
 
 
 def test_evaluate_prints_the_table_with_the_baselines(lib):

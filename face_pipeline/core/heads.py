@@ -129,7 +129,9 @@ def train_and_gate(
         name: {"assign": float(m["threshold"]), "cluster": float(m["cluster_threshold"])} for name, m in metrics.items()
     }
     folder = settings.artifacts_dir / "heads"
-    version = train_mod.next_version(folder, model_name)
+    with session_scope(settings.sql_url) as s:  # versions are unique across models and survive a cleared folder
+        sql_next = int(s.scalar(select(func.max(ProjectionHead.version))) or 0) + 1
+    version = max(train_mod.next_version(folder, model_name), sql_next)
     pt, sidecar = train_mod.save_checkpoint(
         result, folder, model_name, version,
         {"validation": {"raw": metrics["raw"], "projected": metrics["projected"]}, "thresholds": thresholds,
@@ -182,7 +184,8 @@ def reembed_faces(settings: Settings, store: FaceVectorStore) -> ReembedReport:
     state, _meta = train_mod.load_checkpoint(head.path)
     ids, X = load_embeddings(settings)
     with session_scope(settings.sql_url) as s:
-        rows = {f.face_id: f for f in s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(ids)))} if ids else {}
+        wanted = set(ids)  # one scan instead of an IN list: SQLite caps bound variables
+        rows = {f.face_id: f for f in s.scalars(select(FaceInstance)) if f.face_id in wanted}
         payloads = {fid: face_payload(rows[fid], rows[fid].batch) for fid in ids if fid in rows}
     keep = [i for i, f in enumerate(ids) if f in payloads]
     Z = train_mod.project(state, X[keep]) if keep else np.zeros((0, 128), dtype=np.float32)

@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 from face_pipeline.core import consistency, heads, labels, organize, sync  # noqa: E402
 from face_pipeline.core.db import get_engine, session_scope, upgrade  # noqa: E402
-from face_pipeline.core.db.schema import ProjectionHead  # noqa: E402
+from face_pipeline.core.db.schema import FaceInstance, Person, ProjectionHead  # noqa: E402
 from face_pipeline.core.train import NotEnoughLabels, load_checkpoint, project  # noqa: E402
 from face_pipeline.core.vectors import PAYLOAD_FIELDS, FaceVectorStore, open_vector_client  # noqa: E402
 from face_pipeline.settings import Settings  # noqa: E402
@@ -99,12 +99,10 @@ def test_too_little_data_raises_with_minimum_and_recommendation(settings, layout
 
 
 # ------------------------------------------------------------------------------------------ reproducible ----
-def test_training_is_reproducible_across_fresh_homes(tmp_path, home):
-    a = build_library(tmp_path / "one")
-    b = build_library(tmp_path / "two")
+def test_training_is_reproducible_across_fresh_homes(lib_settings, tmp_path):
+    a = lib_settings  # the module's library, copied
+    b = build_library(tmp_path / "two")  # the same photos and labels built again: other person ids
     with session_scope(a.sql_url) as s1, session_scope(b.sql_url) as s2:
-        from face_pipeline.core.db.schema import Person
-
         assert {p.name for p in s1.scalars(select(Person))} == {p.name for p in s2.scalars(select(Person))}
         assert not {p.person_id for p in s1.scalars(select(Person))} & {p.person_id for p in s2.scalars(select(Person))}
 
@@ -269,8 +267,6 @@ def test_labels_changed_since_training_flips_on_human_events_only(lib_settings):
     assert heads.labels_changed_since_training(settings) is False
 
     with session_scope(settings.sql_url) as s:
-        from face_pipeline.core.db.schema import FaceInstance
-
         auto = s.scalars(select(FaceInstance.face_id).where(FaceInstance.assignment_source == "auto").order_by(FaceInstance.face_id)).first()
     labels.label_face(settings, auto, "Person 3")  # a human confirms/corrects one face
     assert heads.labels_changed_since_training(settings) is True

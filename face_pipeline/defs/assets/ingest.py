@@ -86,6 +86,5 @@ def face_embeddings(context: dg.AssetExecutionContext, face_pipeline: FacePipeli
 ingest_job = dg.define_asset_job(
     "ingest_batch",
     selection=[face_detections, face_embeddings],
-    partitions_def=photo_batches,
     description="Detect and embed one photo batch.",
 )
