@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     person_propagation_floor: float = Field(default=0.3, description="Least prototype similarity for a face named through its cluster.")
     unknown_method: UnknownMethod = "graph"
     unknown_min_size: int = 2
-    unknown_threshold: float = Field(default=0.45, description="Cosine similarity that links two unknown faces.")
+    unknown_threshold: float = Field(default=0.40, description="Cosine similarity that links two unknown faces (just above this model's impostor max, 0.33).")
     unknown_knn: int = 15
 
     # --- training -----------------------------------------------------------------------------------------

@@ -3,21 +3,27 @@
 Why the design looks like this
 ------------------------------
 * **Cosine similarity on L2-normalised vectors.** ArcFace is trained with an angular margin, so the angle is
-  the quantity the model makes meaningful. For w600k_mbf, different people score mean ~0.04, p99 ~0.29,
-  max ~0.33, while the same person scores ~0.4-0.9. The default link threshold 0.45 sits above the whole
-  different-people tail and inside the bulk of same-person pairs; it is a property of the model, not of any one
-  photo set (on the dev set BCubed F is flat from ~0.40 to ~0.50, see ``bench/cluster.py``).
-* **Sparse k-nearest-neighbour graph first, clustering second.** All four methods work on a kNN graph, so
-  memory is O(N*k) instead of O(N^2). Up to :data:`EXACT_KNN_MAX` faces the graph is exact (blocked matrix
-  products); above that an inverted-file index (spherical k-means cells, probe the nearest few) finds the
-  neighbours, because exact search is O(N^2 * D): ~25 s at 50k and ~400 s at 200k on two cores, while the
-  target is 15 s / 90 s. Missing a rare edge costs little: graph clustering needs only some of a person's edges.
+  the quantity the model makes meaningful. With w600k_mbf different people score mean ~0.04 (p99 ~0.29,
+  max ~0.33 on LFW) and the same person ~0.4-0.9.
+* **Default threshold 0.40.** It is the lowest value that stays clear of the whole different-people tail
+  (max ~0.33), so it links as many of a person's weaker photos as possible without linking strangers.
+  Measured: real dev set BCubed F 1.000 at 0.35-0.40, 0.973 at 0.45, 0.953 at 0.50; Chinese Whispers at
+  0.40 scored 0.993 on full LFW. The synthetic stress set (whose stranger tail is far heavier than the real
+  one: max ~0.5) prefers 0.45 at 200k faces (0.947 vs 0.938), so 0.45 is the setting for a library of
+  look-alikes; see ``bench/cluster.py``.
+* **Sparse k-nearest-neighbour graph first, clustering second.** Every method works on a kNN graph, so memory
+  is O(N*k), not O(N^2). Up to :data:`EXACT_KNN_MAX` faces the graph is exact (blocked matrix products);
+  above, an inverted-file index (:func:`ivf_knn_graph`), because exact search is O(N^2 * D): ~25 s of
+  matrix products at 50k and ~400 s at 200k on two cores, against targets of 15 s and 90 s. Neighbours below
+  a floor that the method never uses are dropped on both paths.
 * **Chinese Whispers is the default.** Connected components of the threshold graph chain different people
-  through one bridging face (one false edge merges two whole people). Chinese Whispers lets every face adopt
-  the label that carries the most edge weight among its neighbours, so a single bridge cannot outvote the
-  many edges inside each person. It has no minimum cluster size, unlike HDBSCAN, which cannot form a cluster
-  for a person with fewer photos than ``min_cluster_size`` — and most people in a personal library have
-  one or two photos. On full LFW it scored BCubed F 0.993 vs 0.927 (HDBSCAN) and 0.949 (Immich).
+  through one bridging face. Chinese Whispers lets every face adopt the label that carries the most edge
+  weight among its neighbours, so a bridge cannot outvote the many edges inside each person. It has no
+  minimum cluster size, unlike HDBSCAN, which cannot form a cluster for a person with fewer photos than
+  ``min_cluster_size`` — and most people in a personal library have one or two photos. Two guards around
+  it: clusters whose mean pairwise similarity is too low for one person are re-split by average linkage
+  (:func:`_split_incoherent`), and noise faces with clear evidence for one cluster join it
+  (:func:`_attach_noise`).
 * **Same-photo constraint.** Two faces of one photo are two different people. The graph method removes those
   edges before clustering; every method then runs :func:`_split_group_conflicts`, because transitivity can
   still bring two faces of one photo together.
@@ -42,13 +48,17 @@ METHODS = ("graph", "agglomerative", "hdbscan", "dbscan")
 DEFAULT_THRESHOLD = 0.40
 
 #: Largest N for which :func:`cluster_faces` builds the exact kNN graph; above it the IVF index is used.
-#: Exact cost grows as N^2 (about 1.5 s at 10k, 6 s at 20k on two cores); IVF recall of threshold edges is
-#: ~99.9% on synthetic faces, so the switch is made where exact search stops being cheap.
+#: Exact search costs ~1 s at 10k and grows as N^2; IVF loses a little quality (bench: graph-exact vs graph),
+#: so the switch is made where exact search stops being cheap.
 EXACT_KNN_MAX = 12_000
 
 #: Noise rescue for the graph method (:func:`_attach_noise`): floor = threshold - ATTACH_DROP, margin.
 ATTACH_DROP = 0.1
 ATTACH_MARGIN = 0.1
+#: Graph clusters with mean pairwise similarity < threshold - COHESION_DROP are re-split by average linkage
+#: at threshold - SPLIT_DROP (:func:`_split_incoherent`).
+COHESION_DROP = 0.15
+SPLIT_DROP = 0.0
 #: HDBSCAN sees only neighbours with similarity >= this; a face whose min_samples-th neighbour is below it
 #: (cosine distance > 0.7, far outside any person) is noise without asking HDBSCAN.
 HDBSCAN_FLOOR = 0.3
@@ -57,6 +67,8 @@ HDBSCAN_FLOOR = 0.3
 _BLOCK_ELEMS = 1 << 24
 # Similarity evaluations the IVF search aims for when choosing n_probe (~25 s of float32 GEMM on 2 cores).
 _IVF_PAIR_BUDGET = 2.5e9
+# Buffered IVF candidates before they are folded into the running top k (memory: ~12 bytes each).
+_IVF_MERGE_EVERY = 8_000_000
 # Columns per chunk when selecting the top k of a long row; argpartition is ~5x faster on cache-sized rows.
 _TOPK_CHUNK = 4096
 
@@ -133,12 +145,13 @@ def _merge_topk(ids: np.ndarray, vals: np.ndarray, k: int) -> tuple[np.ndarray, 
 def knn_graph(X: np.ndarray, k: int, block: int = 2048, exclude_self: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by cosine similarity, by blocked matrix products.
 
-    ``X`` must be L2-normalised float32 (N, D). Returns ``(indices (N, k) int64, sims (N, k) float32)``,
+    ``X`` should be L2-normalised float32 (N, D); other input is normalised (a copy) so that callers passing
+    raw embeddings still get cosine neighbours. Returns ``(indices (N, k) int64, sims (N, k) float32)``,
     each row sorted by similarity descending. ``k`` is capped at the number of other faces. Work is done
     ``block`` rows at a time, so memory is bounded by ~``block * N`` floats (the block is shrunk further when
     ``block * N`` exceeds 2**24 elements, which keeps 200k faces under ~200 MB of scratch).
     """
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    X = _normalise(X)
     n = X.shape[0]
     k = int(min(k, n - 1 if exclude_self else n))
     if k <= 0 or n == 0:
@@ -230,7 +243,13 @@ def ivf_knn_graph(
     q_start = np.searchsorted(flat[q_order], np.arange(C + 1))
     del flat, probes
 
-    out_q, out_c, out_s = [], [], []
+    # Candidates (query, neighbour, sim) are buffered and folded into the running top k every ~8M, which
+    # bounds memory and lets each query's running k-th best ("bar") skip most later candidates.
+    best_i = np.full((n, k), -1, np.int32)
+    best_s = np.full((n, k), -np.inf, np.float32)
+    bar = np.full(n, floor, np.float32)
+    buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    buffered = 0
     for c in range(C):
         mem = mem_order[mem_start[c] : mem_start[c + 1]]
         if mem.size == 0:
@@ -243,31 +262,55 @@ def ivf_knn_graph(
             S = X[qs] @ Xm.T
             own = np.flatnonzero(home[qs] == c)  # queries that live in this cell: hide themselves
             S[own, pos_in_cell[qs[own]]] = -np.inf
-            mask = S >= floor
+            mask = S >= bar[qs][:, None]
             cnt = np.count_nonzero(mask, axis=1)
             heavy = np.flatnonzero(cnt > k)
-            if heavy.size:
+            if heavy.size:  # more than k candidates in this cell: only its top k can matter
                 mask[heavy] = False
                 ti, ts = _topk_desc(S[heavy], k, mem)
-                keep = ts >= floor
-                out_q.append(np.repeat(qs[heavy], k)[keep.ravel()])
-                out_c.append(ti[keep])
-                out_s.append(ts[keep])
-            r, cc = np.nonzero(mask)
-            out_q.append(qs[r])
-            out_c.append(mem[cc])
-            out_s.append(S[r, cc])
-    return _rows_topk(n, k, np.concatenate(out_q), np.concatenate(out_c), np.concatenate(out_s))
+                keep = (ts >= bar[qs[heavy]][:, None]).ravel()
+                buf.append((np.repeat(qs[heavy], k)[keep].astype(np.int32), ti.ravel()[keep].astype(np.int32), ts.ravel()[keep]))
+            flat = np.flatnonzero(mask)  # 1-d flatnonzero is ~5x faster than 2-d nonzero
+            r, cc = np.divmod(flat, mem.size)
+            buf.append((qs[r].astype(np.int32), mem[cc].astype(np.int32), S.ravel()[flat]))
+            buffered += buf[-1][0].size + (buf[-2][0].size if heavy.size else 0)
+            if buffered > _IVF_MERGE_EVERY:
+                _fold_candidates(best_i, best_s, bar, floor, buf)
+                buf, buffered = [], 0
+    _fold_candidates(best_i, best_s, bar, floor, buf)
+    return best_i.astype(np.int64), best_s
+
+
+def _fold_candidates(best_i, best_s, bar, floor, buf) -> None:
+    """Merge buffered (query, neighbour, sim) candidates into the running per-row top k, in place."""
+    if not buf:
+        return
+    n, k = best_i.shape
+    q = np.concatenate([b[0] for b in buf])
+    rows = np.unique(q)
+    old_ok = best_i[rows] >= 0
+    q = np.concatenate([np.repeat(rows.astype(np.int32), k)[old_ok.ravel()], q])
+    c = np.concatenate([best_i[rows][old_ok], *(b[1] for b in buf)])
+    s = np.concatenate([best_s[rows][old_ok], *(b[2] for b in buf)])
+    idx, sims = _rows_topk(n, k, q, c, s)
+    best_i[rows] = idx[rows]
+    best_s[rows] = sims[rows]
+    full = best_i[rows, k - 1] >= 0
+    bar[rows[full]] = np.maximum(floor, best_s[rows[full], k - 1])
 
 
 def _rows_topk(n: int, k: int, q: np.ndarray, c: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate triplets (query, neighbour, sim) → (N, k) arrays, best first, padded with -1 / -inf."""
-    idx = np.full((n, k), -1, np.int64)
+    """Candidate triplets (query, neighbour, sim) → (N, k) arrays, best first, padded with -1 / -inf.
+
+    One float64 sort key ``q + (1 - s) / 4`` (the fraction is < 1, so rows stay apart) instead of a two-key
+    lexsort: ~4x faster on tens of millions of candidates.
+    """
+    idx = np.full((n, k), -1, np.int32)
     sims = np.full((n, k), -np.inf, np.float32)
     if q.size == 0:
         return idx, sims
-    o = np.lexsort((-s, q))
-    q, c, s = q[o], c[o], s[o]
+    o = np.argsort(q.astype(np.float64) + (1.0 - s.astype(np.float64)) * 0.25)
+    q, c, s = q[o].astype(np.int64), c[o], s[o]
     start = np.searchsorted(q, np.arange(n))
     rank = np.arange(q.size) - start[q]
     keep = rank < k
@@ -464,7 +507,7 @@ def _sparse_average_linkage(X: np.ndarray, A: sparse.csr_matrix, threshold: floa
     the kNN graph did not keep). Best pair first via a heap with lazy deletion (version stamps).
     """
     m = X.shape[0]
-    sums = X.astype(np.float64)
+    sums = np.array(X, dtype=np.float32)  # float32: a 100k-face component would need 400 MB in float64
     size = np.ones(m)
     version = np.zeros(m, np.int64)
     parent = np.arange(m)
@@ -495,7 +538,7 @@ def _sparse_average_linkage(X: np.ndarray, A: sparse.csr_matrix, threshold: floa
                 adj[x].add(a)
         if adj[a]:
             nbs = np.fromiter(adj[a], np.int64, len(adj[a]))
-            link = (sums[nbs] @ sums[a]) / (size[nbs] * size[a])
+            link = (sums[nbs] @ sums[a]).astype(np.float64) / (size[nbs] * size[a])
             for x, s in zip(nbs[link >= threshold].tolist(), link[link >= threshold].tolist()):
                 i, j = (a, x) if a < x else (x, a)
                 heapq.heappush(heap, (-s, i, j, int(version[i]), int(version[j])))
@@ -509,6 +552,40 @@ def _sparse_average_linkage(X: np.ndarray, A: sparse.csr_matrix, threshold: floa
 # ---------------------------------------------------------------------------------------------------------
 # same-photo constraint and finishing
 # ---------------------------------------------------------------------------------------------------------
+def _split_incoherent(labels: np.ndarray, X: np.ndarray, A: sparse.csr_matrix, min_mean: float, split_at: float) -> np.ndarray:
+    """Re-cluster, by average linkage at ``split_at``, every cluster whose mean pairwise similarity < ``min_mean``.
+
+    Chinese Whispers only sees local votes, so in a crowded region of embedding space (many look-alike
+    strangers, or the blurry/small faces that models map close together) it can grow one cluster out of
+    hundreds of people chained by individually plausible edges. Such a cluster gives itself away by its
+    mean pairwise similarity ``(|sum|^2 - n) / (n (n - 1))``: ~0.1-0.25 for a chain of strangers, >= 0.3
+    for every real person seen so far (dev set min 0.30, typical 0.5). Only the failing clusters are
+    touched, so the common case costs one pass over the labels.
+    """
+    labels = labels.copy()
+    pos = np.flatnonzero(labels >= 0)
+    if pos.size == 0:
+        return labels
+    lab_u, inv, cnt = np.unique(labels[pos], return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    big = cnt >= 3
+    if not big.any():
+        return labels
+    M = sparse.csr_matrix((np.ones(pos.size, np.float32), (inv, pos)), shape=(lab_u.size, X.shape[0]))
+    sums = np.asarray(M @ X, dtype=np.float64)
+    mean = (np.einsum("ij,ij->i", sums, sums) - cnt) / np.maximum(cnt * (cnt - 1.0), 1.0)
+    bad = lab_u[big & (mean < min_mean)]
+    if bad.size == 0:
+        return labels
+    next_label = int(labels.max()) + 1
+    for c in bad:
+        idx = np.flatnonzero(labels == c)
+        sub = _compact(_average_linkage(X[idx], A[idx][:, idx].tocsr(), split_at))
+        labels[idx] = np.where(sub == 0, c, next_label + sub - 1)
+        next_label += int(sub.max())
+    return labels
+
+
 def _split_group_conflicts(labels: np.ndarray, X: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Split every cluster that holds two faces of one photo so that no cluster does.
 
@@ -572,7 +649,7 @@ def _attach_noise(
     Poor faces (blur, profile, small) score lower against *everything*, their own person included, so
     an absolute threshold leaves them out even when their neighbourhood is unambiguous. A noise face joins
     cluster C when (a) at least two of its kNN neighbours in C reach ``floor``, and (b) its best similarity
-    to C beats its best similarity to any face outside C by ``margin``. Requiring two corroborating
+    to C beats its best similarity to any face outside C (among its neighbours >= ``floor``) by ``margin``. Requiring two corroborating
     links and a clear margin is what keeps strangers out: a stranger's occasional high impostor score
     is a single link and is not separated from its other scores. Clusters only grow, none merge, and the
     same-photo constraint is respected.
@@ -616,7 +693,13 @@ def _attach_noise(
     is_best = lab[rows] == best[:, None]
     inside = np.where(is_best, s_valid[rows], -np.inf).max(axis=1)
     outside = np.where(~is_best, s_valid[rows], -np.inf).max(axis=1)
-    take = inside - outside >= margin
+    take = np.flatnonzero(inside - outside >= margin)
+    if groups is not None and take.size > 1:
+        # two faces of one photo may not both join the same cluster here either: keep the better one
+        o = np.lexsort((-inside[take], groups[noise[rows[take]]], best[take]))
+        t = take[o]
+        dup = np.r_[False, (best[t][1:] == best[t][:-1]) & (groups[noise[rows[t]]][1:] == groups[noise[rows[t]]][:-1])]
+        take = t[~dup]
     labels[noise[rows[take]]] = best[take]
     return labels
 
@@ -648,17 +731,20 @@ def cluster_faces(
 ) -> np.ndarray:
     """Cluster face embeddings; returns int64 labels (N,), -1 = noise.
 
-    ``threshold`` is the cosine similarity that links two faces (graph; agglomerative cuts average linkage at
-    distance ``1 - threshold``; dbscan uses ``eps = 1 - threshold``; hdbscan ignores it — it picks its own
-    density levels). ``min_size`` is the smallest cluster kept. ``k`` is the neighbour count of the kNN graph
-    every method runs on. ``groups`` (photo id per face, ``None`` = unconstrained) guarantees that no
-    cluster holds two faces of the same photo (see :func:`_split_group_conflicts`).
+    ``X`` is normalised here if it is not already. ``threshold`` is the cosine similarity that links two
+    faces (graph; agglomerative cuts average linkage at distance ``1 - threshold``; dbscan uses
+    ``eps = 1 - threshold``; hdbscan ignores it — it picks its own density levels above a fixed floor of
+    :data:`HDBSCAN_FLOOR`). ``min_size`` is the smallest cluster kept. ``k`` is the neighbour count of the
+    kNN graph every method runs on. ``groups`` (photo id per face, ``None`` = unconstrained) guarantees that
+    no cluster holds two faces of the same photo (see :func:`_split_group_conflicts`).
 
-    * ``graph`` — Chinese Whispers on the threshold kNN graph (default; see module docstring).
+    * ``graph`` — Chinese Whispers on the threshold kNN graph (default), then :func:`_split_incoherent` and
+      :func:`_attach_noise` (see module docstring).
     * ``agglomerative`` — average linkage, per connected component (:func:`_average_linkage`).
     * ``hdbscan`` — ``sklearn.cluster.HDBSCAN`` on the sparse kNN distance matrix, min_cluster_size =
-      max(2, min_size).
-    * ``dbscan`` — ``sklearn.cluster.DBSCAN`` on the sparse radius graph, min_samples = min_size.
+      max(2, min_size) (:func:`_hdbscan_knn`).
+    * ``dbscan`` — ``sklearn.cluster.DBSCAN`` on the sparse radius graph (the k nearest within ``eps``),
+      min_samples = min_size. Like connected components it chains people; kept for comparison.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -670,12 +756,16 @@ def cluster_faces(
     if n == 1:
         return np.array([0 if min_size <= 1 else -1], np.int64)
     # Edges below the floor are never used by the method, so the approximate (IVF) search may drop them.
+    # The exact path drops them too, so that results do not change character at N = EXACT_KNN_MAX.
     floor = {"graph": threshold - ATTACH_DROP, "hdbscan": HDBSCAN_FLOOR}.get(method, threshold)
     indices, sims = neighbour_graph(Xn, k, floor=floor, seed=seed)
+    below = sims < floor
+    indices[below], sims[below] = -1, -np.inf
 
     if method == "graph":
         A = _similarity_graph(indices, sims, threshold, g)
         labels = _chinese_whispers_csr(A, iterations=20, seed=seed)
+        labels = _split_incoherent(labels, Xn, A, threshold - COHESION_DROP, threshold - SPLIT_DROP)
     elif method == "agglomerative":
         A = _similarity_graph(indices, sims, threshold)
         labels = _average_linkage(Xn, A, threshold)
@@ -699,11 +789,12 @@ def cluster_faces(
 def _hdbscan_knn(indices: np.ndarray, sims: np.ndarray, min_cluster_size: int, floor: float = HDBSCAN_FLOOR) -> np.ndarray:
     """sklearn HDBSCAN on the symmetric sparse kNN distance graph.
 
-    sklearn's sparse path refuses rows with fewer than ``min_samples`` stored distances and graphs with more
-    than one connected component. Rows have k >= min_samples neighbours by construction (when N allows), and
-    components are chained together by edges of distance 3 (above any cosine distance, <= 2), which only
-    adds levels above every real merge, so they change no cluster. ``min_samples = min_cluster_size - 1``
-    because the graph does not store the point itself, which classic HDBSCAN counts.
+    Only neighbours with similarity >= ``floor`` are given to HDBSCAN. sklearn's sparse path refuses rows with
+    fewer than ``min_samples`` stored distances and graphs with more than one connected component: short
+    rows are faces without a neighbourhood, made noise up front (see the peeling loop); components are chained
+    by edges of distance 3 (above any cosine distance, <= 2), which only adds levels above every real merge,
+    so they change no cluster. ``min_samples = min_cluster_size - 1`` because the graph does not store the
+    point itself, which classic HDBSCAN counts.
     """
     from sklearn.cluster import HDBSCAN
 
@@ -761,9 +852,11 @@ def immich_cluster(X: np.ndarray, max_distance: float = 0.5, min_faces: int = 3)
     ``max_distance``, or starts a new person. Other faces are *deferred* to a second pass after all core
     faces, where they join the nearest assigned face within ``max_distance`` or stay unassigned.
 
-    Simplified: Immich's vector index is approximate and its job queue runs in parallel; here search is on
-    the exact kNN list (64 nearest, widened to an exact scan when all 64 are inside the radius and none is
-    assigned yet) and processing is sequential in index order.
+    Simplified: Immich's job queue runs in parallel and its vector index (approximate) is queried live;
+    here processing is sequential in index order and search uses a precomputed list of the 64 nearest faces
+    (exact up to :data:`EXACT_KNN_MAX` faces, IVF above — Immich's index is approximate too), widened to an
+    exact scan when all 64 are inside the radius and none is assigned yet. Immich's default settings
+    (``maxDistance`` 0.5, ``minFaces`` 3) are the defaults here.
     """
     Xn = _normalise(X)
     n = Xn.shape[0]
@@ -772,7 +865,7 @@ def immich_cluster(X: np.ndarray, max_distance: float = 0.5, min_faces: int = 3)
         return labels
     min_sim = 1.0 - max_distance
     kk = int(min(n - 1, max(min_faces, 64)))
-    idx, sims = knn_graph(Xn, kk) if n <= EXACT_KNN_MAX else ivf_knn_graph(Xn, kk)
+    idx, sims = knn_graph(Xn, kk) if n <= EXACT_KNN_MAX else ivf_knn_graph(Xn, kk, floor=min_sim)
     within = (sims >= min_sim) & (idx >= 0)
     count = 1 + within.sum(axis=1)  # the face itself is a match
     next_person = 0
@@ -864,10 +957,10 @@ def assign_to_clusters(X_new: np.ndarray, X_old: np.ndarray, old_labels: np.ndar
         start = np.searchsorted(r, r, side="left")
         keep = (np.arange(r.size) - start) < k
         r, lab, s = r[keep], old_labels[c[keep]], s[keep].astype(np.float64)
-        key = r * (int(old_labels.max()) + 1) + lab
-        uk, inv = np.unique(key, return_inverse=True)
+        K = int(old_labels.max()) + 1
+        uk, inv = np.unique(r * K + lab, return_inverse=True)
         score = np.bincount(inv.ravel(), weights=s)
-        ur, ul = uk // (int(old_labels.max()) + 1), uk % (int(old_labels.max()) + 1)
+        ur, ul = uk // K, uk % K
         o = np.lexsort((ul, -score, ur))
         first = o[np.r_[True, ur[o][1:] != ur[o][:-1]]]
         out[i0 + ur[first]] = ul[first]

@@ -186,6 +186,26 @@ def test_noise_rescue_needs_two_links_and_a_margin():
     assert labels[-1] == labels[0]
 
 
+def test_noise_rescue_respects_same_photo():
+    labels = np.array([0, 0, 0, -1, -1])
+    indices = np.array([[1, 2, -1], [0, 2, -1], [0, 1, -1], [0, 1, 2], [0, 1, 2]])
+    sims = np.array([[0.8, 0.8, -np.inf], [0.8, 0.8, -np.inf], [0.8, 0.8, -np.inf], [0.36, 0.35, 0.34], [0.33, 0.32, 0.31]], np.float32)
+    got = C._attach_noise(labels, indices, sims, 0.3, 0.1, np.array([0, 1, 2, 3, 3]))
+    np.testing.assert_array_equal(got, [0, 0, 0, 0, -1])  # both qualify, only the better face of photo 3 joins
+    np.testing.assert_array_equal(C._attach_noise(labels, indices, sims, 0.3, 0.1, None), [0, 0, 0, 0, 0])
+
+
+def test_incoherent_cluster_is_split():
+    X, truth = blobs(n_people=4, per_person=6, n_noise=0, seed=13)
+    chained = np.zeros(len(X), np.int64)  # as if Chinese Whispers had chained four people into one cluster
+    idx, sims = C.knn_graph(X, 10)
+    A = C._similarity_graph(idx, sims, 0.4)
+    split = C._split_incoherent(chained, X, A, min_mean=0.25, split_at=0.4)
+    assert bcubed_f(truth, split) == 1.0
+    whole = np.repeat(np.arange(4), 6)
+    np.testing.assert_array_equal(C._split_incoherent(whole, X, A, 0.25, 0.4), whole)  # coherent: untouched
+
+
 # ---------------------------------------------------------------------------------------------------------
 # incremental assignment
 # ---------------------------------------------------------------------------------------------------------
