@@ -475,7 +475,6 @@ def _average_linkage(X: np.ndarray, A: sparse.csr_matrix, threshold: float, dens
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
-    n = X.shape[0]
     ncomp, comp = csgraph.connected_components(A, directed=False)
     labels = comp.astype(np.int64).copy()  # components of size 1-2 are already final
     sizes = np.bincount(comp, minlength=ncomp)

@@ -27,7 +27,7 @@ from face_pipeline.core import ingest, labels, organize
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import FaceInstance, Person, Photo
 from face_pipeline.core.embedding_files import load_embeddings
-from face_pipeline.core.metrics import assignment_score, bcubed_prf, noise_as_singletons, pairwise_prf, purity
+from face_pipeline.core.metrics import assignment_score, bcubed_prf, pairwise_prf, purity
 from face_pipeline.core.models import FaceModels
 from face_pipeline.home import prepare_home
 from face_pipeline.settings import Settings
@@ -212,7 +212,7 @@ def evaluate(
         pid, cid = state[f]
         if pid is not None:
             pred.append(("person", names.get(pid, pid)))
-            assigned.append(names.get(pid, pid) if f not in labelled else names.get(pid, pid))
+            assigned.append(names.get(pid, pid))
             noise.append(False)
         elif cid and cid.startswith(organize.CLUSTER_PREFIX):
             pred.append(("cluster", cid))
