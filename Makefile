@@ -1,4 +1,4 @@
-# Quick start: `make run` (install, ingest the bundled sample photos, print stats), then `make test`.
+# Quick start: `make run` (install, ingest the bundled sample photos, organise them, print stats), then `make test`.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/face-pipeline init
 	$(BIN)/face-pipeline ingest "$$($(BIN)/face-pipeline samples)" --batch samples
-	$(BIN)/face-pipeline stats
+	$(BIN)/face-pipeline cluster
 	@echo ""
 	@echo "Open the Dagster UI with:  make dev    (then http://$(HOST):$(PORT))"
 

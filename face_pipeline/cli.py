@@ -218,7 +218,7 @@ def cluster(
     if unknown_method and unknown_method not in METHODS:
         raise CliError(f"--unknown-method must be one of {', '.join(METHODS)}")
     _run_organize(_organize_run_config(person_threshold, unknown_method, unknown_min_size, unknown_threshold, use_trained_model))
-    stats()
+    stats(as_json=False)
 
 
 @app.command()
@@ -228,7 +228,7 @@ def reassign(
 ) -> None:
     """Re-run assignment and clustering, optionally in the trained (projected) space."""
     _run_organize(_organize_run_config(person_threshold, None, None, None, use_trained_model))
-    stats()
+    stats(as_json=False)
 
 
 def _labels():
