@@ -27,12 +27,13 @@ class CliError(Exception):
     """An expected failure: printed as one line, exit code 1."""
 
 
-def _settings() -> Settings:
-    """Settings from the environment, with the home prepared (folders + schema): every command can run first."""
+def _settings(runs_jobs: bool = False) -> Settings:
+    """Settings from the environment, with the home prepared (folders + schema): every command can run first.
+    ``runs_jobs``: also point DAGSTER_HOME at the home's embedded instance, for commands that launch runs."""
     from face_pipeline.home import prepare_home
 
     settings = Settings()
-    prepare_home(settings, set_dagster_home=False)
+    prepare_home(settings, set_dagster_home=runs_jobs)
     return settings
 
 
@@ -80,10 +81,7 @@ def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | No
 @app.command()
 def init() -> None:
     """Create the home folder, the SQL schema and the embedded Dagster instance config."""
-    from face_pipeline.home import prepare_home
-
-    home = prepare_home(_settings())
-    console.print(f"home ready: {home}")
+    console.print(f"home ready: {_settings(runs_jobs=True).home_dir}")
 
 
 @app.command()
@@ -105,12 +103,10 @@ def ingest(
     from face_pipeline.core.inbox import batch_name_for
     from face_pipeline.core.ingest import register_batch
     from face_pipeline.defs.partitions import photo_batches
-    from face_pipeline.home import prepare_home
 
     if not photos_dir.is_dir():
         raise CliError(f"{photos_dir} is not a folder")
-    settings = _settings()
-    prepare_home(settings)
+    settings = _settings(runs_jobs=True)
     name = batch_name_for(Path(batch)) if batch else batch_name_for(photos_dir.resolve())
     register_batch(settings, name, photos_dir)
     with _instance() as instance:
@@ -138,10 +134,8 @@ def _print_batch(settings: Settings, name: str) -> None:
 def stats(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Counts of batches, photos, faces, people and clusters."""
     from face_pipeline.core.report import library_stats
-    from face_pipeline.home import prepare_home
 
     settings = _settings()
-    prepare_home(settings, set_dagster_home=False)
     data = library_stats(settings)
     if as_json:
         console.print_json(json.dumps(data))
@@ -198,9 +192,7 @@ def _organize_run_config(person_threshold, unknown_method, unknown_min_size, unk
 
 
 def _run_organize(run_config: dict) -> None:
-    from face_pipeline.home import prepare_home
-
-    prepare_home(_settings())
+    _settings(runs_jobs=True)
     _run_job("organize_library", run_config=run_config)
 
 
@@ -390,10 +382,7 @@ def train(
 
     from face_pipeline.core.db import session_scope
     from face_pipeline.core.db.schema import ProjectionHead
-    from face_pipeline.home import prepare_home
-
-    settings = _settings()
-    prepare_home(settings)
+    settings = _settings(runs_jobs=True)
     cfg = {k: v for k, v in {"epochs": epochs, "margin": margin, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}.items() if v is not None}
     with session_scope(settings.sql_url) as s:
         before = s.scalar(select(ProjectionHead.version).order_by(ProjectionHead.version.desc()).limit(1))

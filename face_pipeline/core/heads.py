@@ -29,6 +29,7 @@ from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import HUMAN_SOURCES, PERSON_MERGED, FaceAssignmentEvent, FaceInstance, Person, ProjectionHead
 from face_pipeline.core.embedding_files import load_embeddings
 from face_pipeline.core.ingest import face_payload
+from face_pipeline.core.organize import human_label_changes_since
 from face_pipeline.core.vectors import FaceRecord, FaceVectorStore
 from face_pipeline.settings import Settings
 
@@ -88,9 +89,9 @@ def newest_event_id(settings: Settings) -> int:
 def labels_changed_since_training(settings: Settings) -> bool:
     """True when human label events exist after the label state the newest head was trained on."""
     with session_scope(settings.sql_url) as s:
-        last = s.scalar(select(func.max(ProjectionHead.last_event_id))) or 0
-        newer = s.scalar(select(func.count()).where(FaceAssignmentEvent.id > last, FaceAssignmentEvent.actor != "pipeline")) or 0
-    return newer > 0
+        last = int(s.scalar(select(func.max(ProjectionHead.last_event_id))) or 0)
+    changes, _newest = human_label_changes_since(settings, last)
+    return changes > 0
 
 
 def train_and_gate(

@@ -30,6 +30,7 @@ from face_pipeline.core.db.schema import (
     PHOTO_FAILED,
     PHOTO_NO_FACES,
     PHOTO_OK,
+    PIPELINE_ACTOR,
     FaceAssignmentEvent,
     FaceInstance,
     Photo,
@@ -220,7 +221,7 @@ def _write_detections(settings: Settings, batch: str, photo_rows: list[dict], fa
         removed = [f for fid, f in existing.items() if fid not in new_ids]
         for f in removed:
             if f.person_id:
-                s.add(FaceAssignmentEvent(actor="pipeline", action="face_removed", face_id=f.face_id, from_person=f.person_id,
+                s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="face_removed", face_id=f.face_id, from_person=f.person_id,
                                           reason="photo no longer in batch or face no longer detected"))
             s.delete(f)
         for f in faces:

@@ -21,7 +21,8 @@ import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from functools import cached_property
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import delete, func, select
@@ -32,6 +33,7 @@ from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import (
     HUMAN_SOURCES,
     PERSON_MERGED,
+    PIPELINE_ACTOR,
     SOURCE_AUTO,
     FaceAssignmentEvent,
     FaceInstance,
@@ -44,7 +46,6 @@ from face_pipeline.core.embedding_files import load_embeddings
 from face_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-PIPELINE_ACTOR = "pipeline"
 NOISE_PREFIX = "unknown_noise_"
 CLUSTER_PREFIX = "unknown_cluster_"
 Projector = Callable[[np.ndarray], np.ndarray]
@@ -63,13 +64,14 @@ class Library:
     rejections: dict[str, set[str]]  # face_id → persons it is not
     active_persons: set[str]  # persons that may receive faces (active or hidden, not merged)
 
-    @property
+    @cached_property
     def human(self) -> np.ndarray:
+        """Faces a person labelled (computed once: callers index it inside per-face loops)."""
         return np.array([s in HUMAN_SOURCES and p is not None for s, p in zip(self.sources, self.person_ids)], dtype=bool)
 
 
-def load_library(settings: Settings, project: Projector | None = None) -> Library:
-    ids, X = load_embeddings(settings)
+def _label_state(settings: Settings) -> tuple[dict[str, tuple], dict[str, set[str]], set[str]]:
+    """From SQL: face_id → (image, person, source, cluster); rejections; persons that may receive faces."""
     with session_scope(settings.sql_url) as s:
         rows = {
             r.face_id: (r.image_id, r.person_id, r.assignment_source, r.cluster_id)
@@ -81,11 +83,11 @@ def load_library(settings: Settings, project: Projector | None = None) -> Librar
         for fid, pid in s.execute(select(FaceRejection.face_id, FaceRejection.person_id)):
             rejections[fid].add(pid)
         active = {pid for (pid,) in s.execute(select(Person.person_id).where(Person.status != PERSON_MERGED))}
-    keep = [i for i, f in enumerate(ids) if f in rows]  # vectors of faces deleted from SQL are stale
-    ids = [ids[i] for i in keep]
-    X = X[keep] if len(keep) else np.zeros((0, X.shape[1] if X.ndim == 2 else 512), dtype=np.float32)
-    if project is not None and len(X):
-        X = project(X)
+    return rows, dict(rejections), active
+
+
+def _with_labels(ids: list[str], X: np.ndarray, state: tuple[dict[str, tuple], dict[str, set[str]], set[str]]) -> Library:
+    rows, rejections, active = state
     return Library(
         face_ids=ids,
         X=X,
@@ -93,9 +95,34 @@ def load_library(settings: Settings, project: Projector | None = None) -> Librar
         person_ids=[rows[f][1] for f in ids],
         sources=[rows[f][2] for f in ids],
         cluster_ids=[rows[f][3] for f in ids],
-        rejections=dict(rejections),
+        rejections=rejections,
         active_persons=active,
     )
+
+
+def load_library(settings: Settings, project: Projector | None = None) -> Library:
+    ids, X = load_embeddings(settings)
+    state = _label_state(settings)
+    keep = [i for i, f in enumerate(ids) if f in state[0]]  # vectors of faces deleted from SQL are stale
+    ids = [ids[i] for i in keep]
+    X = X[keep] if len(keep) else np.zeros((0, X.shape[1] if X.ndim == 2 else 512), dtype=np.float32)
+    if project is not None and len(X):
+        X = project(X)
+    return _with_labels(ids, X, state)
+
+
+def refresh_labels(settings: Settings, lib: Library) -> Library:
+    """The same faces and vectors with the label state re-read from SQL (no embedding files read again)."""
+    state = _label_state(settings)
+    keep = [i for i, f in enumerate(lib.face_ids) if f in state[0]]
+    return _with_labels([lib.face_ids[i] for i in keep], lib.X[keep], state)
+
+
+def _faces_by_id(s, face_ids: Sequence[str], chunk: int = 900) -> Iterator[FaceInstance]:
+    """FaceInstance rows for ``face_ids``, queried in chunks (SQLite caps the bound variables of one IN list)."""
+    ids = list(face_ids)
+    for start in range(0, len(ids), chunk):
+        yield from s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(ids[start : start + chunk])))
 
 
 # ---------------------------------------------------------------------------------------------- supervised ----
@@ -155,7 +182,8 @@ def supervised_assignment(
     lib = lib or load_library(settings, project)
     rep = AssignmentReport(faces=len(lib.face_ids), human_labelled=int(lib.human.sum()), threshold=threshold)
     protos = _prototypes(lib)
-    candidates = [i for i in (rows if rows is not None else range(len(lib.face_ids))) if not lib.human[i]]
+    human = lib.human
+    candidates = [i for i in (rows if rows is not None else range(len(lib.face_ids))) if not human[i]]
     updates: dict[str, tuple[str | None, float | None, float | None]] = {}
     if protos is not None and candidates:
         rep.persons = len(protos.person_ids)
@@ -202,11 +230,9 @@ def _propagate_through_clusters(
     own prototype score must clear ``person_propagation_floor`` (above this model's impostor tail) and that
     person must be its best admissible one; rejections, same-photo and already-present constraints hold.
     """
-    known = set(protos.person_ids)
+    pindex = {p: n for n, p in enumerate(protos.person_ids)}
     pos = {f: i for i, f in enumerate(lib.face_ids)}
-    # Anchors: human labels, plus the faces this run just assigned confidently (they bridge pose and age gaps).
-    anchors = [(i, lib.person_ids[i]) for i in np.flatnonzero(lib.human) if lib.person_ids[i] in known]
-    anchors += [(pos[f], pid) for f, (pid, _, _) in updates.items() if pid is not None]
+    anchors = _anchors(lib, pindex, updates, pos)
     unassigned = [i for i in candidates if lib.face_ids[i] not in updates]
     if not unassigned or not anchors:
         return 0
@@ -215,46 +241,58 @@ def _propagate_through_clusters(
         lib.X[pool], settings.person_propagation_method, threshold=settings.unknown_threshold, min_size=2, k=settings.unknown_knn,
         groups=[lib.image_ids[i] for i in pool], seed=0,
     )
-    pindex = {p: n for n, p in enumerate(protos.person_ids)}
     named: dict[int, set[str]] = defaultdict(set)
     for local, (_, pid) in enumerate(anchors):
         if labels[local] >= 0:
             named[int(labels[local])].add(pid)
     local_of = {i: n for n, i in enumerate(candidates)}
-    scores = assign_mod.person_scores(protos, lib.X[unassigned], strategy)
+    scores_of = dict(zip(unassigned, assign_mod.person_scores(protos, lib.X[unassigned], strategy)))
     taken: dict[str, set[str]] = defaultdict(set)  # photo → persons already given in this run
     for fid, (pid, _, _) in updates.items():
         if pid is not None:
-            taken[fid.rsplit("_face", 1)[0]].add(pid)
+            taken[lib.image_ids[pos[fid]]].add(pid)
+
+    def bad(i: int) -> set[int]:
+        return rejected.get(local_of[i], set()) | occupied.get(lib.image_ids[i], set())
+
     added = 0
     for u, i in enumerate(unassigned):
-        c = int(labels[len(anchors) + u])
-        persons = named.get(c, set())
-        if len(persons) != 1:
-            continue
-        person = next(iter(persons))
-        p = pindex[person]
-        photo = lib.image_ids[i]
-        row_scores = scores[u].copy()
-        for bad in rejected.get(local_of[i], set()) | occupied.get(photo, set()):
-            row_scores[bad] = -np.inf
-        if person in taken[photo] or not np.isfinite(row_scores[p]) or row_scores[p] < settings.person_propagation_floor:
-            continue
-        if int(np.argmax(row_scores)) != p:
-            continue
-        others = np.delete(row_scores, p)
-        runner = float(others.max()) if len(others) else -np.inf
-        margin = float(row_scores[p] - runner) if np.isfinite(runner) else 1.0
-        updates[lib.face_ids[i]] = (person, float(row_scores[p]), margin)
-        taken[photo].add(person)
-        added += 1
-    added += _propagate_by_neighbours(settings, lib, protos, candidates, scores_of=dict(zip(unassigned, scores)),
-                                      rejected=rejected, occupied=occupied, updates=updates, taken=taken)
+        persons = named.get(int(labels[len(anchors) + u]), set())
+        if len(persons) == 1:
+            person = next(iter(persons))
+            added += _name_if_admissible(lib, i, person, pindex[person], scores_of[i], bad(i), updates, taken,
+                                         floor=settings.person_propagation_floor)
+    added += _propagate_by_neighbours(settings, lib, pindex, pos, scores_of, bad, updates, taken)
     return added
 
 
-def _propagate_by_neighbours(settings, lib, protos, candidates, *, scores_of, rejected, occupied, updates, taken,
-                             k: int = 3, rounds: int = 3) -> int:
+def _anchors(lib: Library, pindex: dict[str, int], updates: dict[str, tuple], pos: dict[str, int]) -> list[tuple[int, str]]:
+    """Faces whose person is known: human labels, plus the faces this run has just named (they bridge pose
+    and age gaps between a person's labelled photos and the rest)."""
+    out = [(int(i), lib.person_ids[i]) for i in np.flatnonzero(lib.human) if lib.person_ids[i] in pindex]
+    return out + [(pos[f], pid) for f, (pid, _, _) in updates.items() if pid is not None]
+
+
+def _name_if_admissible(lib: Library, i: int, person: str, p: int, scores: np.ndarray, bad: set[int],
+                        updates: dict[str, tuple], taken: dict[str, set[str]], floor: float | None = None) -> bool:
+    """Give face ``i`` to ``person`` (prototype index ``p``) if that person is admissible for it — not rejected,
+    not already in its photo, its best remaining prototype match (and at least ``floor``); record confidence
+    and the margin to the runner-up."""
+    row = scores.copy()
+    row[list(bad)] = -np.inf
+    photo = lib.image_ids[i]
+    if person in taken[photo] or not np.isfinite(row[p]) or int(np.argmax(row)) != p or (floor is not None and row[p] < floor):
+        return False
+    others = np.delete(row, p)
+    runner = float(others.max()) if len(others) else -np.inf
+    updates[lib.face_ids[i]] = (person, float(row[p]), float(row[p] - runner) if np.isfinite(runner) else 1.0)
+    taken[photo].add(person)
+    return True
+
+
+def _propagate_by_neighbours(settings: Settings, lib: Library, pindex: dict[str, int], pos: dict[str, int],
+                             scores_of: dict[int, np.ndarray], bad: Callable[[int], set[int]], updates: dict[str, tuple],
+                             taken: dict[str, set[str]], k: int = 3, rounds: int = 3) -> int:
     """Third rule: a face whose ``k`` most similar named faces are all one person, each at least
     ``person_propagation_floor`` similar, joins that person — if that person is also its best admissible
     prototype match. Repeated a few rounds so newly named faces can vouch for the next ones.
@@ -263,14 +301,10 @@ def _propagate_by_neighbours(settings, lib, protos, candidates, *, scores_of, re
     above the floor, while this model's impostor pairs have p99 ~0.16 and max ~0.33 over 65k real pairs; and
     the person's prototypes must still rank first among the people it may be.
     """
-    pindex = {p: n for n, p in enumerate(protos.person_ids)}
-    local_of = {i: n for n, i in enumerate(candidates)}
-    pos = {f: i for i, f in enumerate(lib.face_ids)}
     floor = settings.person_propagation_floor
     added = 0
     for _ in range(rounds):
-        anchors = [(i, lib.person_ids[i]) for i in np.flatnonzero(lib.human) if lib.person_ids[i] in pindex]
-        anchors += [(pos[f], pid) for f, (pid, _, _) in updates.items() if pid is not None]
+        anchors = _anchors(lib, pindex, updates, pos)
         pending = [i for i in scores_of if lib.face_ids[i] not in updates]
         if len(anchors) < k or not pending:
             break
@@ -286,18 +320,7 @@ def _propagate_by_neighbours(settings, lib, protos, candidates, *, scores_of, re
                 if len(names) != 1 or S[row, top[row]].min() < floor:
                     continue
                 person = next(iter(names))
-                p = pindex[person]
-                photo = lib.image_ids[i]
-                row_scores = scores_of[i].copy()
-                for bad in rejected.get(local_of[i], set()) | occupied.get(photo, set()):
-                    row_scores[bad] = -np.inf
-                if person in taken[photo] or int(np.argmax(row_scores)) != p:
-                    continue
-                others = np.delete(row_scores, p)
-                runner = float(others.max()) if len(others) else -np.inf
-                updates[lib.face_ids[i]] = (person, float(row_scores[p]), float(row_scores[p] - runner) if np.isfinite(runner) else 1.0)
-                taken[photo].add(person)
-                new += 1
+                new += _name_if_admissible(lib, i, person, pindex[person], scores_of[i], bad(i), updates, taken)
         added += new
         if not new:
             break
@@ -308,32 +331,29 @@ def _write_assignments(settings: Settings, updates: dict[str, tuple], rep: Assig
     if not updates:
         return
     with session_scope(settings.sql_url) as s:
-        ids = list(updates)
-        for chunk_start in range(0, len(ids), 900):
-            chunk = ids[chunk_start : chunk_start + 900]
-            for f in s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(chunk))):
-                if f.assignment_source in HUMAN_SOURCES and f.person_id is not None:
-                    continue  # a person changed it while we computed: theirs wins
-                person, conf, margin = updates[f.face_id]
-                if person is None:
-                    if f.assignment_source == SOURCE_AUTO and f.person_id is not None:
-                        s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_unassign", face_id=f.face_id, from_person=f.person_id,
-                                                  reason="no longer clears the match threshold"))
-                        rep.unassigned_again += 1
-                        f.person_id, f.assignment_source, f.cluster_id = None, None, None
-                        f.payload_dirty = True
-                    f.person_confidence, f.person_margin = None, None
-                    continue
-                if f.person_id != person:
-                    s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_assign", face_id=f.face_id, from_person=f.person_id,
-                                              to_person=person, reason=f"confidence {conf:.3f}"))
-                    rep.changed_person += f.person_id is not None
-                    rep.newly_assigned += f.person_id is None
+        for f in _faces_by_id(s, updates):
+            if f.assignment_source in HUMAN_SOURCES and f.person_id is not None:
+                continue  # a person changed it while we computed: theirs wins
+            person, conf, margin = updates[f.face_id]
+            if person is None:
+                if f.assignment_source == SOURCE_AUTO and f.person_id is not None:
+                    s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_unassign", face_id=f.face_id, from_person=f.person_id,
+                                              reason="no longer clears the match threshold"))
+                    rep.unassigned_again += 1
+                    f.person_id, f.assignment_source, f.cluster_id = None, None, None
                     f.payload_dirty = True
-                elif f.person_confidence is None or abs(f.person_confidence - conf) > 1e-4:
-                    f.payload_dirty = True
-                f.person_id, f.assignment_source, f.cluster_id = person, SOURCE_AUTO, person
-                f.person_confidence, f.person_margin = round(conf, 5), round(margin, 5)
+                f.person_confidence, f.person_margin = None, None
+                continue
+            if f.person_id != person:
+                s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_assign", face_id=f.face_id, from_person=f.person_id,
+                                          to_person=person, reason=f"confidence {conf:.3f}"))
+                rep.changed_person += f.person_id is not None
+                rep.newly_assigned += f.person_id is None
+                f.payload_dirty = True
+            elif f.person_confidence is None or abs(f.person_confidence - conf) > 1e-4:
+                f.payload_dirty = True
+            f.person_id, f.assignment_source, f.cluster_id = person, SOURCE_AUTO, person
+            f.person_confidence, f.person_margin = round(conf, 5), round(margin, 5)
 
 
 def _store_prototypes(settings: Settings, protos: assign_mod.Prototypes, space: str) -> None:
@@ -414,11 +434,9 @@ def cluster_unknown(
         rep.new_ids = new_next - next_number
         rep.kept_ids = rep.clusters - rep.new_ids
         wanted = {fid: mapping.get(fid, f"{NOISE_PREFIX}{fid}") for fid in face_ids}
-        for chunk_start in range(0, len(face_ids), 900):
-            chunk = face_ids[chunk_start : chunk_start + 900]
-            for f in s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(chunk))):
-                if f.person_id is None and f.cluster_id != wanted[f.face_id]:
-                    f.cluster_id = wanted[f.face_id]
+        for f in _faces_by_id(s, face_ids):
+            if f.person_id is None and f.cluster_id != wanted[f.face_id]:
+                f.cluster_id = wanted[f.face_id]
         _set_state(s, "last_clustered_at", str(time.time()))
     rep.seconds = time.perf_counter() - t0
     return rep
@@ -439,13 +457,14 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
     t0 = time.perf_counter()
     lib = load_library(settings, project)
     pos = {f: i for i, f in enumerate(lib.face_ids)}
-    rows = [pos[f] for f in face_ids if f in pos and not lib.human[pos[f]]]
+    human = lib.human
+    rows = [pos[f] for f in face_ids if f in pos and not human[pos[f]]]
     rep = IncrementalReport(new_faces=len(rows))
     if not rows:
         return rep
     a = supervised_assignment(settings, rows=rows, lib=lib, project=project)
     rep.assigned = a.assigned
-    lib = load_library(settings, project)
+    lib = refresh_labels(settings, lib)
     # A re-materialised batch brings back faces (same ids) that already hold an unknown cluster: they keep it and
     # count as cluster members. Treating them as new would turn a cluster lying inside the batch into noise and
     # lose its stable id at the next re-cluster.
@@ -471,11 +490,9 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
                 wanted[fid] = f"{NOISE_PREFIX}{fid}"
                 rep.noise += 1
     with session_scope(settings.sql_url) as s:
-        for chunk_start in range(0, len(wanted), 900):
-            chunk = list(wanted)[chunk_start : chunk_start + 900]
-            for f in s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(chunk))):
-                if f.person_id is None:
-                    f.cluster_id = wanted[f.face_id]
+        for f in _faces_by_id(s, wanted):
+            if f.person_id is None:
+                f.cluster_id = wanted[f.face_id]
     rep.seconds = time.perf_counter() - t0
     return rep
 

@@ -38,6 +38,7 @@ PHOTO_OK, PHOTO_NO_FACES, PHOTO_FAILED, PHOTO_DUPLICATE = "ok", "no_faces", "fai
 SOURCE_MANUAL, SOURCE_AUTO, SOURCE_CLUSTER = "manual", "auto", "cluster"
 HUMAN_SOURCES = (SOURCE_MANUAL, SOURCE_CLUSTER)  # set by a person: automation never overwrites these
 PERSON_ACTIVE, PERSON_MERGED, PERSON_HIDDEN = "active", "merged", "hidden"
+PIPELINE_ACTOR = "pipeline"  # events written by automation; the label-change sensor ignores them
 
 
 class PhotoBatch(Base):

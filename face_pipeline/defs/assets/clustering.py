@@ -22,12 +22,15 @@ class OrganizeConfig(dg.Config):
 
 
 def _space(face_pipeline: FacePipelineResource, config: OrganizeConfig):
-    """(projector or None, space name, thresholds calibrated for that space)."""
-    if not config.use_trained_model:
-        return None, "raw", {}
-    from face_pipeline.core.heads import live_projector
+    """(projector or None, space name, {"assign", "cluster"} thresholds): the run config's thresholds win, else
+    those calibrated for the trained space, else None (the settings' defaults, for raw space)."""
+    project, space, calibrated = None, "raw", {}
+    if config.use_trained_model:
+        from face_pipeline.core.heads import live_projector
 
-    return live_projector(face_pipeline.settings())
+        project, space, calibrated = live_projector(face_pipeline.settings())
+    pick = lambda given, key: given if given is not None else calibrated.get(key)  # noqa: E731
+    return project, space, {"assign": pick(config.person_threshold, "assign"), "cluster": pick(config.unknown_threshold, "cluster")}
 
 
 @dg.asset(
@@ -39,9 +42,8 @@ def _space(face_pipeline: FacePipelineResource, config: OrganizeConfig):
 )
 def supervised_assignments(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
     settings = face_pipeline.settings()
-    project, space, calibrated = _space(face_pipeline, config)
-    threshold = config.person_threshold if config.person_threshold is not None else calibrated.get("assign")
-    rep = organize.supervised_assignment(settings, threshold=threshold, project=project, space=space)
+    project, space, thresholds = _space(face_pipeline, config)
+    rep = organize.supervised_assignment(settings, threshold=thresholds["assign"], project=project, space=space)
     with face_pipeline.vector_store() as store:
         synced = sync_payloads(settings, store)
     context.log.info(f"assigned {rep.assigned} faces to {rep.persons} people (threshold {rep.threshold}, space {space})")
@@ -81,10 +83,9 @@ def no_person_twice_in_a_photo(face_pipeline: FacePipelineResource) -> dg.AssetC
 )
 def unknown_clusters(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
     settings = face_pipeline.settings()
-    project, space, calibrated = _space(face_pipeline, config)
-    threshold = config.unknown_threshold if config.unknown_threshold is not None else calibrated.get("cluster")
+    project, space, thresholds = _space(face_pipeline, config)
     rep = organize.cluster_unknown(
-        settings, method=config.unknown_method, min_size=config.unknown_min_size, threshold=threshold, project=project
+        settings, method=config.unknown_method, min_size=config.unknown_min_size, threshold=thresholds["cluster"], project=project
     )
     with face_pipeline.vector_store() as store:
         sync_payloads(settings, store)
