@@ -25,7 +25,10 @@ class Settings(BaseSettings):
 
     home: Path = Field(
         default=Path(".face_pipeline"),
-        validation_alias=AliasChoices("FACE_PIPELINE_HOME", "home"),
+        # Only FACE_PIPELINE_HOME: an alias spelled "home" would make pydantic-settings read $HOME (env names are
+        # case-insensitive) and put the library straight into the user's home folder. ``Settings(home=…)`` still
+        # works through populate_by_name.
+        validation_alias="FACE_PIPELINE_HOME",
         description="Holds the SQLite file, the Qdrant local folder, artifacts and the embedded DAGSTER_HOME.",
     )
     database_url: str | None = Field(

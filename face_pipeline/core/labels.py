@@ -59,6 +59,7 @@ from face_pipeline.core.db.schema import (
     Photo,
 )
 from face_pipeline.core.embedding_files import load_embeddings
+from face_pipeline.core.errors import Conflict, InvalidInput, LabelError, LibraryNotReady, NotFound  # noqa: F401 (LabelError re-exported)
 from face_pipeline.core.models import FaceModels, l2_normalize
 from face_pipeline.core.photos import PhotoError, load_photo
 from face_pipeline.core.sync import try_sync_payloads
@@ -104,9 +105,6 @@ CLUSTER_SAMPLES = 6
 HUMAN_CONFIDENCE = 1.0  # a person said so: the payload's person_confidence reads as certain
 
 
-class LabelError(ValueError):
-    """A label operation that cannot be done as asked (unknown id or name, ambiguous name, empty name, merged or
-    hidden person where that matters, …). The message is meant for the user as is."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -216,7 +214,7 @@ def _new_person_id() -> str:
 def _clean_ref(ref: str | None, what: str = "person") -> str:
     ref = (ref or "").strip()
     if not ref:
-        raise LabelError(f"{what} must not be empty")
+        raise InvalidInput(f"{what} must not be empty")
     return ref
 
 
@@ -225,18 +223,18 @@ def _clean_name(name: str | None) -> str:
     that is also someone's id would make references ambiguous)."""
     name = " ".join((name or "").split())
     if not name:
-        raise LabelError("a person's name must not be empty")
+        raise InvalidInput("a person's name must not be empty")
     if len(name) > MAX_NAME:
-        raise LabelError(f"a person's name is limited to {MAX_NAME} characters")
+        raise InvalidInput(f"a person's name is limited to {MAX_NAME} characters")
     if PERSON_ID_RE.fullmatch(name):
-        raise LabelError(f"{name!r} looks like a person id, not a name")
+        raise InvalidInput(f"{name!r} looks like a person id, not a name")
     return name
 
 
 def _face(s: Session, face_id: str) -> FaceInstance:
     face = s.get(FaceInstance, _clean_ref(face_id, "face id"))
     if face is None:
-        raise LabelError(f"no face with id {face_id!r}")
+        raise NotFound(f"no face with id {face_id!r}")
     return face
 
 
@@ -290,9 +288,9 @@ def _require_usable(p: Person, role: str = "label target") -> Person:
     """Merged persons are gone (their faces live on in the target); hidden ones are out of sight. Labelling faces
     into either would make them disappear, so say what to do instead."""
     if p.status == PERSON_MERGED:
-        raise LabelError(f"person {p.person_id} was merged into {p.merged_into}; use that person instead")
+        raise Conflict(f"person {p.person_id} was merged into {p.merged_into}; use that person instead")
     if p.status == PERSON_HIDDEN and role == "label target":
-        raise LabelError(f"person {p.person_id} ({p.name!r}) is hidden; unhide it first")
+        raise Conflict(f"person {p.person_id} ({p.name!r}) is hidden; unhide it first")
     return p
 
 
@@ -307,10 +305,10 @@ def resolve_person(session: Session, ref: str) -> Person:
         select(Person).where(Person.name == ref, Person.status.in_((PERSON_ACTIVE, PERSON_HIDDEN))).order_by(Person.person_id)
     ))
     if not matches:
-        raise LabelError(f"no person with id or name {ref!r}")
+        raise NotFound(f"no person with id or name {ref!r}")
     if len(matches) > 1:
         ids = ", ".join(f"{m.person_id} ({m.status})" for m in matches)
-        raise LabelError(f"name {ref!r} is ambiguous: {ids}; use a person id")
+        raise InvalidInput(f"name {ref!r} is ambiguous: {ids}; use a person id")
     return matches[0]
 
 
@@ -321,14 +319,14 @@ def _label_target(s: Session, ref: str) -> tuple[Person | None, str]:
     person = s.get(Person, ref)
     if person is None:
         if PERSON_ID_RE.fullmatch(ref):
-            raise LabelError(f"no person with id {ref!r}")
+            raise NotFound(f"no person with id {ref!r}")
         name = _clean_name(ref)
         matches = list(s.scalars(
             select(Person).where(Person.name == name, Person.status.in_((PERSON_ACTIVE, PERSON_HIDDEN))).order_by(Person.person_id)
         ))
         active = [m for m in matches if m.status == PERSON_ACTIVE]
         if len(active) > 1:
-            raise LabelError(f"name {name!r} is ambiguous: {', '.join(m.person_id for m in active)}; use a person id")
+            raise InvalidInput(f"name {name!r} is ambiguous: {', '.join(m.person_id for m in active)}; use a person id")
         if active:
             person = active[0]
         elif matches:  # only hidden ones: creating a second "name" would make every later reference ambiguous
@@ -354,7 +352,7 @@ def _check_name_free(s: Session, name: str, exclude: str | None = None) -> None:
     clash = [p.person_id for p in s.scalars(select(Person).where(Person.name == name, Person.status.in_((PERSON_ACTIVE, PERSON_HIDDEN))))
              if p.person_id != exclude]
     if clash:
-        raise LabelError(f"a person named {name!r} already exists ({', '.join(clash)}); merge into it or reassign faces to it instead")
+        raise Conflict(f"a person named {name!r} already exists ({', '.join(clash)}); merge into it or reassign faces to it instead")
 
 
 def _synced(settings: Settings, res):
@@ -404,7 +402,7 @@ def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str 
     with session_scope(settings.sql_url) as s:
         faces = list(s.scalars(select(FaceInstance).where(FaceInstance.cluster_id == cluster_id).order_by(FaceInstance.face_id)))
         if not faces:
-            raise LabelError(f"no faces in cluster {cluster_id!r}")
+            raise NotFound(f"no faces in cluster {cluster_id!r}")
         target, clean = _label_target(s, name)
         pid = target.person_id if target else _new_person_id()
         res = LabelResult("label_cluster", person_id=pid, name=clean)
@@ -546,7 +544,7 @@ def assign_person(settings: Settings, face_id: str, *, actor: str = "user", reas
             return f.person_id
         ids, X = load_embeddings(settings, face_ids=[f.face_id])
         if not ids:
-            raise LabelError(f"face {f.face_id} has no embedding yet (its batch is not embedded)")
+            raise LibraryNotReady(f"face {f.face_id} has no embedding yet (its batch is not embedded)")
         protos = _human_prototypes(s, settings, (PERSON_ACTIVE, PERSON_HIDDEN), exclude=[f.face_id])
         new: str | None = None
         conf = margin = None
@@ -632,18 +630,18 @@ def merge_persons(settings: Settings, sources: Sequence[str], target: str, *, ac
     with session_scope(settings.sql_url) as s:
         tgt = _require_usable(resolve_person(s, target), "merge target")
         if tgt.status != PERSON_ACTIVE:
-            raise LabelError(f"merge target {tgt.person_id} ({tgt.name!r}) is {tgt.status}; unhide it first")
+            raise Conflict(f"merge target {tgt.person_id} ({tgt.name!r}) is {tgt.status}; unhide it first")
         srcs: list[Person] = []
         for ref in sources:
             p = resolve_person(s, ref)
             if p.status == PERSON_MERGED:
-                raise LabelError(f"person {p.person_id} was already merged into {p.merged_into}")
+                raise Conflict(f"person {p.person_id} was already merged into {p.merged_into}")
             if p.person_id == tgt.person_id:
-                raise LabelError(f"cannot merge person {p.person_id} into itself")
+                raise InvalidInput(f"cannot merge person {p.person_id} into itself")
             if all(p.person_id != q.person_id for q in srcs):
                 srcs.append(p)
         if not srcs:
-            raise LabelError("merge needs at least one source person")
+            raise InvalidInput("merge needs at least one source person")
         tid = tgt.person_id
         src_ids = [p.person_id for p in srcs]
         group = set(src_ids) | {tid}
@@ -735,18 +733,18 @@ def split_person(settings: Settings, person_ref: str, face_ids: Sequence[str], n
         _check_name_free(s, name)
         wanted = sorted({_clean_ref(f, "face id") for f in face_ids})
         if not wanted:
-            raise LabelError("split needs at least one face")
+            raise InvalidInput("split needs at least one face")
         faces = list(s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(wanted)).order_by(FaceInstance.face_id)))
         missing = sorted(set(wanted) - {f.face_id for f in faces})
         if missing:
-            raise LabelError(f"no face with id {', '.join(missing)}")
+            raise NotFound(f"no face with id {', '.join(missing)}")
         foreign = [f.face_id for f in faces if f.person_id != p.person_id]
         if foreign:
-            raise LabelError(f"faces {', '.join(foreign)} are not person {p.person_id}'s")
+            raise InvalidInput(f"faces {', '.join(foreign)} are not person {p.person_id}'s")
         photos = Counter(f.image_id for f in faces)
         shared = sorted(i for i, n in photos.items() if n > 1)
         if shared:
-            raise LabelError(f"faces of one photo cannot all become one new person (photos {', '.join(shared)})")
+            raise InvalidInput(f"faces of one photo cannot all become one new person (photos {', '.join(shared)})")
         res = LabelResult("split_person", name=name)
         log_ = _Log(s, res, actor, reason)
         new = _create_person(s, name, log_, details={"split_from": p.person_id})
@@ -769,7 +767,7 @@ def reject_face(settings: Settings, face_id: str, person_ref: str | None = None,
         f = _face(s, face_id)
         if person_ref is None:
             if f.person_id is None:
-                raise LabelError(f"face {f.face_id} has no person; say which person it is not")
+                raise InvalidInput(f"face {f.face_id} has no person; say which person it is not")
             p = s.get(Person, f.person_id)
         else:
             p = _require_usable(resolve_person(s, person_ref), "rejected person")
@@ -936,7 +934,7 @@ def _embed_photo(settings: Settings, image_path: str | Path, models: FaceModels 
     try:
         photo = load_photo(Path(image_path), settings.max_image_pixels)
     except PhotoError as exc:
-        raise LabelError(f"cannot read photo: {exc}") from exc
+        raise InvalidInput(f"cannot read photo: {exc}") from exc
     models = models or _models_for(settings)
     faces = models.detect(photo.image)
     if not faces:
