@@ -239,7 +239,7 @@ def _done(result) -> None:
     who = f"{result.name} ({result.person_id})" if result.person_id else ""
     parts = [f"{k}: {len(v)}" for k, v in (("changed", result.changed), ("unchanged", result.unchanged), ("skipped (human label)", result.skipped),
              ("skipped (rejected)", result.rejected), ("same-photo conflicts", result.conflicts), ("unassigned", result.unassigned)) if v]
-    sync = "Qdrant busy: payload syncs on the next run" if result.synced is None else f"{result.synced} synced to Qdrant"
+    sync = "vector store follows at the next pipeline run" if result.synced is None else f"{result.synced} synced to Qdrant"
     console.print(f"{result.action}{' → ' + who if who else ''}{' (new person)' if result.created else ''}: {', '.join(parts) or 'nothing to change'}; {sync}")
 
 
