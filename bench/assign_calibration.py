@@ -35,7 +35,7 @@ from face_pipeline.core.assign import (  # noqa: E402
     assign_scores,
     build_prototypes,
 )
-from face_pipeline.core.metrics import assignment_score  # noqa: E402
+from face_pipeline.evaluation.metrics import assignment_score  # noqa: E402
 
 THRESHOLDS = np.round(np.arange(0.25, 0.6 + 1e-9, 0.025), 3)
 FLOOR_PRECISION, FLOOR_RECALL = 0.995, 0.97

@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from face_pipeline.core import cluster as C  # noqa: E402
-from face_pipeline.core.metrics import bcubed_prf, noise_as_singletons, pairwise_prf  # noqa: E402
+from face_pipeline.evaluation.metrics import bcubed_prf, noise_as_singletons, pairwise_prf  # noqa: E402
 
 DEV_NPZ = Path("/tmp/faces_dev_emb.npz")
 TARGETS = {  # (size, seconds); memory target applies to every size

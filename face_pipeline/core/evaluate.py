@@ -27,7 +27,7 @@ from face_pipeline.core import ingest, labels, organize
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import FaceInstance, Person, Photo
 from face_pipeline.core.embedding_files import load_embeddings
-from face_pipeline.core.metrics import assignment_score, bcubed_prf, pairwise_prf, purity
+from face_pipeline.evaluation.metrics import assignment_score, bcubed_prf, pairwise_prf, purity
 from face_pipeline.core.models import FaceModels
 from face_pipeline.home import prepare_home
 from face_pipeline.settings import Settings

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from face_pipeline.core import cluster as C
-from face_pipeline.core.metrics import bcubed_prf, noise_as_singletons
+from face_pipeline.evaluation.metrics import bcubed_prf, noise_as_singletons
 
 DEV_NPZ = Path("/tmp/faces_dev_emb.npz")
 
@@ -182,7 +182,7 @@ def test_noise_rescue_needs_two_links_and_a_margin():
     X2 = np.vstack([X, weak])
     sims = X2[:8] @ weak
     assert sims.max() < 0.4 and np.sort(sims)[-2] >= 0.3, "fixture: weak links only"
-    labels = C.cluster_faces(X2)
+    labels = C.cluster_faces(X2, "graph")  # the refined graph method's noise rescue
     assert labels[-1] == labels[0]
 
 
