@@ -77,7 +77,7 @@ UNMEASURED = ModelBars(impostor=0.35, impostor_p99=0.2, impostor_p999=0.28, impo
 
 #: A cluster needs at least this many faces before its mean face is evidence against a name (rule 5): the mean
 #: of two faces is still mostly each face.
-MIN_EVIDENCE_CLUSTER = 3
+MIN_EVIDENCE_CLUSTER = 2
 #: A "same person?" suggestion between two groups needs their mean faces at least at the direct bar.
 SAME_PERSON_NEIGHBOURS = 5
 
@@ -142,6 +142,7 @@ def name_faces(
     candidates: Sequence[int] | None = None,
     suggest: bool = True,
     group_names: bool = True,
+    fine_clusters: np.ndarray | None = None,
 ) -> Naming:
     """Apply the naming rules (module docstring) to faces ``X`` (N, D), L2-normalised.
 
@@ -197,6 +198,7 @@ def name_faces(
     # Rule 5: the face's own cluster may say it is someone else.
     labelled_in: dict[int, set[int]] = defaultdict(set)  # cluster → persons whose evidence labels it holds
     cl_ids = cl_mean = cl_size = None
+    evidence_views: list = []
     cl_score: dict[int, np.ndarray] = {}
     if clusters is not None:
         clusters = np.asarray(clusters, dtype=np.int64)
@@ -208,20 +210,17 @@ def name_faces(
             cs = assign_mod.person_scores(protos, cl_mean, strategy)
             cl_score = {int(c): cs[r] for r, c in enumerate(cl_ids)}
         size_of = dict(zip(cl_ids.tolist(), cl_size.tolist()))
+    evidence_views = [v for v in (_view(X, clusters, human, evidence, protos, strategy), _view(X, fine_clusters, human, evidence, protos, strategy))
+                      if v is not None]
 
     for local, i in enumerate(cand.tolist()):
         c_p = int(res.person_index[local])
         if c_p < 0:
             continue
         p = int(pers[c_p])
-        if clusters is not None and clusters[i] >= 0:
-            c = int(clusters[i])
-            holders = labelled_in.get(c, set())
-            someone_else = bool(holders) and p not in holders
-            far = not holders and size_of[c] >= MIN_EVIDENCE_CLUSTER and float(cl_score[c][c_p]) < direct
-            if someone_else or far:
-                vetoed[i] = True
-                continue
+        if any(_someone_else(ev, i, p, c_p, direct) for ev in evidence_views):
+            vetoed[i] = True
+            continue
         person[i] = p
         confidence[i] = float(res.confidence[local])
         m = float(res.margin[local])
@@ -355,6 +354,41 @@ def _same_person_clusters(X: np.ndarray, clusters: np.ndarray, person: np.ndarra
             out.append(RawSuggestion("same_person", tuple(groups_of[ids[a]]), other_rows=tuple(groups_of[ids[b]]), score=float(s),
                                      bar=direct, cluster=ids[a], other_cluster=ids[b]))
     return out
+
+
+@dataclass
+class _EvidenceView:
+    """One clustering of everyone seen as evidence: which persons' labels each group holds, its size, and its
+    mean face's score against every person."""
+
+    clusters: np.ndarray
+    holders: dict[int, set[int]]
+    size: dict[int, int]
+    score: dict[int, np.ndarray]
+
+
+def _view(X, clusters, human, evidence, protos, strategy) -> _EvidenceView | None:
+    if clusters is None:
+        return None
+    clusters = np.asarray(clusters, dtype=np.int64)
+    holders: dict[int, set[int]] = defaultdict(set)
+    for i in evidence:
+        if clusters[i] >= 0:
+            holders[int(clusters[i])].add(int(human[i]))
+    ids, mean, size = _mean_faces(X, clusters)
+    cs = assign_mod.person_scores(protos, mean, strategy) if len(ids) else np.zeros((0, len(protos)))
+    return _EvidenceView(clusters, holders, dict(zip(ids.tolist(), size.tolist())), {int(c): cs[r] for r, c in enumerate(ids)})
+
+
+def _someone_else(v: _EvidenceView, i: int, p: int, c_p: int, direct: float) -> bool:
+    """Rule 5 for face ``i`` and person ``p`` (prototype column ``c_p``) in one clustering."""
+    c = int(v.clusters[i])
+    if c < 0:
+        return False
+    holders = v.holders.get(c, set())
+    if holders:
+        return p not in holders
+    return v.size[c] >= MIN_EVIDENCE_CLUSTER and float(v.score[c][c_p]) < direct
 
 
 def unknown_groups(clusters: np.ndarray, person: np.ndarray, min_size: int = 2) -> np.ndarray:
