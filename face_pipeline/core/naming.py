@@ -195,23 +195,13 @@ def name_faces(
         occupied=dict(occupied) if g is not None else None,
     )
 
-    # Rule 5: the face's own cluster may say it is someone else.
-    labelled_in: dict[int, set[int]] = defaultdict(set)  # cluster → persons whose evidence labels it holds
-    cl_ids = cl_mean = cl_size = None
-    evidence_views: list = []
-    cl_score: dict[int, np.ndarray] = {}
-    if clusters is not None:
-        clusters = np.asarray(clusters, dtype=np.int64)
-        for i in evidence:
-            if clusters[i] >= 0:
-                labelled_in[int(clusters[i])].add(int(human[i]))
-        cl_ids, cl_mean, cl_size = _mean_faces(X, clusters)
-        if len(cl_ids):
-            cs = assign_mod.person_scores(protos, cl_mean, strategy)
-            cl_score = {int(c): cs[r] for r, c in enumerate(cl_ids)}
-        size_of = dict(zip(cl_ids.tolist(), cl_size.tolist()))
-    evidence_views = [v for v in (_view(X, clusters, human, evidence, protos, strategy), _view(X, fine_clusters, human, evidence, protos, strategy))
-                      if v is not None]
+    # Rule 5: the face's own cluster (and the finer one, when given) may say it is someone else.
+    coarse = _view(X, clusters, human, evidence, protos, strategy)
+    fine = _view(X, fine_clusters, human, evidence, protos, strategy)
+    evidence_views = [v for v in (coarse, fine) if v is not None]
+    labelled_in = coarse.holders if coarse is not None else {}
+    if coarse is not None:
+        clusters = coarse.clusters
 
     for local, i in enumerate(cand.tolist()):
         c_p = int(res.person_index[local])
@@ -229,7 +219,7 @@ def name_faces(
     # Rule 6: a face in a group that holds this person's labels (and nobody else's), whose mean face clears the
     # direct bar, is named when its own score is outside the impostor range and this person is its best
     # admissible one. One hop from human labels: faces named here vouch for nobody.
-    if clusters is not None and group_names:
+    if coarse is not None and group_names:
         taken: dict[Hashable, set[int]] = defaultdict(set)
         if g is not None:
             for i in np.flatnonzero((person >= 0) & (human < 0)):
@@ -239,7 +229,7 @@ def name_faces(
             if person[i] >= 0 or vetoed[i] or c < 0 or len(labelled_in.get(c, ())) != 1:
                 continue
             p = next(iter(labelled_in[c]))
-            if p not in col or float(cl_score[c][col[p]]) < direct or (g is not None and p in taken[g[i]]):
+            if p not in col or float(coarse.score[c][col[p]]) < direct or (g is not None and p in taken[g[i]]):
                 continue
             row = S[local].astype(np.float64).copy()
             row[list(bad_local.get(local, ()))] = -np.inf

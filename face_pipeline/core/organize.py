@@ -23,12 +23,12 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
-from face_pipeline.core import assign as assign_mod
+from face_pipeline.core import face_state
 from face_pipeline.core import cluster as cluster_mod
 from face_pipeline.core import naming
 from face_pipeline.core import suggestions as suggestions_mod
@@ -37,12 +37,10 @@ from face_pipeline.core.db.schema import (
     HUMAN_SOURCES,
     PERSON_MERGED,
     PIPELINE_ACTOR,
-    SOURCE_AUTO,
     FaceAssignmentEvent,
     FaceInstance,
     FaceRejection,
     Person,
-    PersonPrototype,
     PipelineState,
 )
 from face_pipeline.core.embedding_files import load_embeddings
@@ -50,8 +48,6 @@ from face_pipeline.core.suggestions import Suggestion
 from face_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-NOISE_PREFIX = "unknown_noise_"
-CLUSTER_PREFIX = "unknown_cluster_"
 Projector = Callable[[np.ndarray], np.ndarray]
 
 
@@ -125,13 +121,6 @@ def refresh_labels(settings: Settings, lib: Library) -> Library:
     return _with_labels([lib.face_ids[i] for i in keep], lib.X[keep], state)
 
 
-def _faces_by_id(s, face_ids: Sequence[str], chunk: int = 900) -> Iterator[FaceInstance]:
-    """FaceInstance rows for ``face_ids``, queried in chunks (SQLite caps the bound variables of one IN list)."""
-    ids = list(face_ids)
-    for start in range(0, len(ids), chunk):
-        yield from s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(ids[start : start + chunk])))
-
-
 # ---------------------------------------------------------------------------------------------- supervised ----
 @dataclass
 class AssignmentReport:
@@ -148,16 +137,6 @@ class AssignmentReport:
     vetoed: int = 0  # faces that cleared the bar but whose cluster is clearly someone else (became suggestions)
     suggestions: list[Suggestion] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _prototypes(lib: Library, strategy_max_exemplars: int = 16, min_quality: float | None = None) -> assign_mod.Prototypes | None:
-    """Prototypes of every person from their human labels (above ``min_quality`` when given) — for storage."""
-    human = lib.human
-    idx = [i for i in np.flatnonzero(human) if lib.person_ids[i] in lib.active_persons
-           and (min_quality is None or lib.quality[i] is None or lib.quality[i] >= min_quality)]
-    if not idx:
-        return None
-    return assign_mod.build_prototypes(lib.X[idx], [lib.person_ids[i] for i in idx], max_exemplars=strategy_max_exemplars)
 
 
 def _human_index(lib: Library) -> tuple[np.ndarray, list[str]]:
@@ -194,7 +173,7 @@ def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | N
         return cluster_mod.cluster_faces(lib.X, settings.unknown_method, threshold=settings.unknown_threshold, min_size=1,
                                          k=settings.unknown_knn, groups=lib.image_ids, seed=0, must_link=must, cannot_link=cannot)
     new = set(rows)
-    names = [None if i in new else (lib.person_ids[i] or (c if (c := lib.cluster_ids[i]) and c.startswith(CLUSTER_PREFIX) else None))
+    names = [None if i in new else (lib.person_ids[i] or (c if face_state.is_unknown_cluster(c := lib.cluster_ids[i]) else None))
              for i in range(len(lib.face_ids))]
     number = {c: n for n, c in enumerate(sorted({c for c in names if c is not None}))}
     labels = np.array([number[c] if c is not None else -1 for c in names], dtype=np.int64)
@@ -254,9 +233,6 @@ def supervised_assignment(
     rep.mean_confidence = float(np.mean(confidences)) if confidences else 0.0
     _write_assignments(settings, updates, rep)
     if rows is None:
-        protos = _prototypes(lib, min_quality=settings.person_min_quality)
-        if protos is not None:
-            _store_prototypes(settings, protos, space)
         _store_suggestions(settings, rep.suggestions)
     rep.seconds = time.perf_counter() - t0
     return rep
@@ -266,7 +242,7 @@ def _suggestion(lib: Library, persons: list[str], r: naming.RawSuggestion) -> Su
     def shown_cluster(rows: tuple[int, ...]) -> str | None:
         ids = {lib.cluster_ids[i] for i in rows}
         c = next(iter(ids)) if len(ids) == 1 else None
-        return c if c and c.startswith(CLUSTER_PREFIX) else None
+        return c if face_state.is_unknown_cluster(c) else None
 
     return Suggestion(
         kind=r.kind, face_ids=tuple(lib.face_ids[i] for i in r.rows),
@@ -291,41 +267,16 @@ def _store_suggestions(settings: Settings, suggestions: list[Suggestion]) -> Non
 
 
 def _write_assignments(settings: Settings, updates: dict[str, tuple], rep: AssignmentReport) -> None:
+    """Apply automation's decisions through the face-state owner (which never overrides a human label)."""
     if not updates:
         return
     with session_scope(settings.sql_url) as s:
-        for f in _faces_by_id(s, updates):
-            if f.assignment_source in HUMAN_SOURCES and f.person_id is not None:
-                continue  # a person changed it while we computed: theirs wins
+        for f in face_state.faces_by_id(s, updates):
             person, conf, margin = updates[f.face_id]
-            if person is None:
-                if f.assignment_source == SOURCE_AUTO and f.person_id is not None:
-                    s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_unassign", face_id=f.face_id, from_person=f.person_id,
-                                              reason="no longer clears the match threshold"))
-                    rep.unassigned_again += 1
-                    f.person_id, f.assignment_source, f.cluster_id = None, None, None
-                    f.payload_dirty = True
-                f.person_confidence, f.person_margin = None, None
-                continue
-            if f.person_id != person:
-                s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_assign", face_id=f.face_id, from_person=f.person_id,
-                                          to_person=person, reason=f"confidence {conf:.3f}"))
-                rep.changed_person += f.person_id is not None
-                rep.newly_assigned += f.person_id is None
-                f.payload_dirty = True
-            elif f.person_confidence is None or abs(f.person_confidence - conf) > 1e-4:
-                f.payload_dirty = True
-            f.person_id, f.assignment_source, f.cluster_id = person, SOURCE_AUTO, person
-            f.person_confidence, f.person_margin = round(conf, 5), round(margin, 5)
-
-
-def _store_prototypes(settings: Settings, protos: assign_mod.Prototypes, space: str) -> None:
-    with session_scope(settings.sql_url) as s:
-        s.execute(delete(PersonPrototype).where(PersonPrototype.space == space))
-        for p, pid in enumerate(protos.person_ids):
-            s.add(PersonPrototype(person_id=pid, kind="centroid", space=space, vector=protos.centroids[p].astype("<f4").tobytes()))
-            for e in np.flatnonzero(protos.exemplar_owner == p):
-                s.add(PersonPrototype(person_id=pid, kind="exemplar", space=space, vector=protos.exemplars[e].astype("<f4").tobytes()))
+            outcome = face_state.write_pipeline_decision(s, f, person, conf, margin)
+            rep.newly_assigned += outcome == "assigned"
+            rep.changed_person += outcome == "moved"
+            rep.unassigned_again += outcome == "unassigned"
 
 
 # ---------------------------------------------------------------------------------------------- clustering ----
@@ -393,7 +344,7 @@ def cluster_unknown(
         named = np.array([p is not None for p in lib.person_ids], dtype=bool)
         labels = naming.unknown_groups(everyone, np.where(named, 0, -1), min_size=min_size)[rows]
     face_ids = [lib.face_ids[i] for i in rows]
-    previous = {lib.face_ids[i]: lib.cluster_ids[i] for i in rows if (lib.cluster_ids[i] or "").startswith(CLUSTER_PREFIX)}
+    previous = {lib.face_ids[i]: lib.cluster_ids[i] for i in rows if face_state.is_unknown_cluster(lib.cluster_ids[i])}
     with session_scope(settings.sql_url) as s:
         next_number = int(_state(s, "next_cluster_number", "1"))
         mapping, new_next = cluster_mod.stable_cluster_ids(previous, labels, face_ids, next_number)
@@ -404,10 +355,9 @@ def cluster_unknown(
         rep.noise = len(rows) - rep.clustered_faces
         rep.new_ids = new_next - next_number
         rep.kept_ids = rep.clusters - rep.new_ids
-        wanted = {fid: mapping.get(fid, f"{NOISE_PREFIX}{fid}") for fid in face_ids}
-        for f in _faces_by_id(s, face_ids):
-            if f.person_id is None and f.cluster_id != wanted[f.face_id]:
-                f.cluster_id = wanted[f.face_id]
+        wanted = {fid: mapping.get(fid, face_state.noise_id(fid)) for fid in face_ids}
+        for f in face_state.faces_by_id(s, face_ids):
+            face_state.set_unknown_group(f, wanted[f.face_id])
         _set_state(s, "last_clustered_at", str(time.time()))
     rep.seconds = time.perf_counter() - t0
     return rep
@@ -440,9 +390,9 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
     # count as cluster members. Treating them as new would turn a cluster lying inside the batch into noise and
     # lose its stable id at the next re-cluster.
     wanted_ids = set(face_ids)
-    new = {f for f, c in zip(lib.face_ids, lib.cluster_ids) if f in wanted_ids and not (c or "").startswith(CLUSTER_PREFIX)}
+    new = {f for f, c in zip(lib.face_ids, lib.cluster_ids) if f in wanted_ids and not face_state.is_unknown_cluster(c)}
     rows = [i for i, f in enumerate(lib.face_ids) if f in new and lib.person_ids[i] is None]
-    old = [i for i, c in enumerate(lib.cluster_ids) if lib.face_ids[i] not in new and lib.person_ids[i] is None and (c or "").startswith(CLUSTER_PREFIX)]
+    old = [i for i, c in enumerate(lib.cluster_ids) if lib.face_ids[i] not in new and lib.person_ids[i] is None and face_state.is_unknown_cluster(c)]
     wanted: dict[str, str] = {}
     if rows:
         if old:
@@ -458,12 +408,11 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
                 wanted[fid] = cluster_names[int(got[local])]
                 rep.joined_clusters += 1
             else:
-                wanted[fid] = f"{NOISE_PREFIX}{fid}"
+                wanted[fid] = face_state.noise_id(fid)
                 rep.noise += 1
     with session_scope(settings.sql_url) as s:
-        for f in _faces_by_id(s, wanted):
-            if f.person_id is None:
-                f.cluster_id = wanted[f.face_id]
+        for f in face_state.faces_by_id(s, wanted):
+            face_state.set_unknown_group(f, wanted[f.face_id])
     rep.seconds = time.perf_counter() - t0
     return rep
 
