@@ -196,10 +196,17 @@ def _run_organize(run_config: dict) -> None:
     _run_job("organize_library", run_config=run_config)
 
 
+def _methods_help() -> str:
+    """--unknown-method help from the clustering registry (one source for names, defaults and summaries)."""
+    from face_pipeline.core.cluster import methods_help
+
+    return "Clustering method (default first). " + methods_help()
+
+
 @app.command()
 def cluster(
     person_threshold: Optional[float] = typer.Option(None, "--person-threshold", help="Cosine a face needs to join a known person."),
-    unknown_method: Optional[str] = typer.Option(None, "--unknown-method", help="graph | agglomerative | hdbscan | dbscan"),
+    unknown_method: Optional[str] = typer.Option(None, "--unknown-method", help=_methods_help()),
     unknown_min_size: Optional[int] = typer.Option(None, "--unknown-min-size", help="Smallest unknown cluster kept."),
     unknown_threshold: Optional[float] = typer.Option(None, "--unknown-threshold", help="Cosine that links two unknown faces."),
     use_trained_model: bool = typer.Option(False, "--use-trained-model", help="Work in the promoted projection space."),
@@ -408,11 +415,12 @@ def evaluate(
     k_labels: int = typer.Option(3, "--k", help="Photos labelled per known person."),
     known_every: int = typer.Option(2, "--known-every", help="Every n-th person (by name) is known."),
     seed: int = typer.Option(0, "--seed"),
-    unknown_method: Optional[str] = typer.Option(None, "--unknown-method"),
-    person_threshold: Optional[float] = typer.Option(None, "--person-threshold"),
+    unknown_method: Optional[str] = typer.Option(None, "--unknown-method", help=_methods_help()),
+    person_threshold: Optional[float] = typer.Option(None, "--person-threshold", help="Direct bar: cosine a face needs to be named."),
 ) -> None:
     """Ingest a folder of identity sub-folders into a temporary home, label a few, and score the pipeline
-    against HDBSCAN, Immich-style and Chinese Whispers baselines on the same embeddings."""
+    against the anchors (Chinese Whispers, average linkage, HDBSCAN, Immich) on the same embeddings and labels.
+    The full multi-seed protocol on cached embeddings is bench/quality.py."""
     from face_pipeline.core.evaluate import evaluate as run_eval
 
     if not labelled_dir.is_dir():
