@@ -345,8 +345,8 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
     for r in rejected:
         if r.person_id and r.other_person_id:
             rejected_person_pairs.add(_pair(_resolve(r.person_id, merged), _resolve(r.other_person_id, merged)))
-        elif r.person_id:
-            not_person[r.person_id].update(rejected_faces[r.id][0])
+        elif r.person_id:  # "not P" holds for whoever P was merged into (one identity)
+            not_person[_resolve(r.person_id, merged)].update(rejected_faces[r.id][0])
         else:
             rejected_groups.append(rejected_faces[r.id])
     answered_pairs: set[tuple[str, str]] = set()
@@ -389,10 +389,12 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
         if fp not in kept or y.priority > kept[fp].priority:
             kept[fp] = y
 
-    existing = {r.fingerprint: r for r in s.scalars(select(SuggestionRecord).where(
-        SuggestionRecord.status == SUGGESTION_OPEN, SuggestionRecord.source == PIPELINE_ACTOR))}
-    for fp, row in existing.items():
-        if fp not in kept:
+    existing: dict[str, SuggestionRecord] = {}
+    for row in s.scalars(select(SuggestionRecord).where(SuggestionRecord.status == SUGGESTION_OPEN,
+                                                        SuggestionRecord.source == PIPELINE_ACTOR).order_by(SuggestionRecord.id)):
+        if row.fingerprint in kept and row.fingerprint not in existing:
+            existing[row.fingerprint] = row
+        else:  # no longer asked (or a duplicate): superseded
             row.status, row.answered_at, row.actor = SUGGESTION_STALE, now, PIPELINE_ACTOR
     for fp, y in kept.items():
         row = existing.get(fp)
@@ -712,7 +714,10 @@ def _label_group(settings: Settings, face_ids: list[str], cluster_id: str | None
             return labels.label_cluster(settings, cluster_id, person_ref, actor=actor, reason=reason)
     with session_scope(settings.sql_url) as s:
         faces = [f for chunk in _chunks(face_ids) for f in s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(chunk)))]
-        person = s.get(Person, person_ref)
+        try:
+            person = labels.resolve_person(s, person_ref)
+        except (NotFound, InvalidInput):  # a new name: nobody holds it yet
+            person = None
         held = set()
         if person is not None:
             images = sorted({f.image_id for f in faces})
@@ -744,11 +749,13 @@ def _label_group(settings: Settings, face_ids: list[str], cluster_id: str | None
 
 def _record(settings: Settings, plan: _Plan, status: str, actor: str, answer: dict, *, to_person: str | None = None,
             from_person: str | None = None, pairs: Sequence[tuple[str, str]] = (), same: bool | None = None) -> int:
-    """Close the suggestion (only if still open: a concurrent answer wins and this one is a conflict), store the
-    face pair constraints of the answer and log the answer's event, in one transaction. Returns events written."""
+    """Close the suggestion, store the face pair constraints of the answer and log the answer's event, in one
+    transaction. Returns events written. A concurrent answer wins and this one is a conflict; an organise run that
+    superseded the question meanwhile (``stale``) does not: the person's answer is recorded all the same."""
     now = utcnow()
     with session_scope(settings.sql_url) as s:
-        done = s.execute(update(SuggestionRecord).where(SuggestionRecord.id == plan.id, SuggestionRecord.status == SUGGESTION_OPEN)
+        done = s.execute(update(SuggestionRecord)
+                         .where(SuggestionRecord.id == plan.id, SuggestionRecord.status.in_((SUGGESTION_OPEN, SUGGESTION_STALE)))
                          .values(status=status, answered_at=now, actor=actor, answer=answer)
                          .execution_options(synchronize_session=False)).rowcount
         if not done:

@@ -384,3 +384,51 @@ def test_two_groups_yes_links_them_and_names_them(settings, tpl):
         rows = list(s.scalars(select(FacePairConstraint)))
     assert must == sorted({tuple(sorted((a[0], x))) for x in b}) and all(r.actor == "tester" and r.same for r in rows)
     assert sg.get_suggestion(settings, q.id).answer["person"] == res.person_id
+
+
+def test_python_api_has_real_methods(settings, tpl):
+    import inspect
+
+    from face_pipeline.api import FacePipeline
+
+    for name in ("list_suggestions", "count_suggestions", "get_suggestion", "accept_suggestion", "reject_suggestion"):
+        method = inspect.getattr_static(FacePipeline, name)  # defined on the class, not produced by __getattr__
+        assert callable(method) and method.__doc__, name
+    assert "name" in inspect.signature(FacePipeline.accept_suggestion).parameters
+
+    fp = FacePipeline(home=settings.home_dir, database_url=None, qdrant_url=None)
+    store(settings, standard(tpl))
+    listed = fp.list_suggestions(kind="cluster_is_person")
+    assert [s.kind for s in listed] == ["cluster_is_person"] and fp.count_suggestions() == 3
+    res = fp.accept_suggestion(listed[0].id, actor="notebook")
+    assert res.person_id == tpl.bob and fp.get_suggestion(listed[0].id).actor == "notebook"
+    other = fp.list_suggestions(kind="face_is_person")[0]
+    fp.reject_suggestion(other.id)
+    assert fp.get_suggestion(other.id).status == "rejected" and fp.count_suggestions() == 1
+
+
+def test_a_whole_cluster_is_labelled_by_label_cluster_and_a_changed_one_face_by_face(settings, tpl):
+    f = tpl.faces
+    cluster = cluster_of(settings, f[3][0])
+    assert cluster and cluster.startswith("unknown_cluster_")
+    with session_scope(settings.sql_url) as s:
+        members = tuple(s.scalars(select(FaceInstance.face_id).where(FaceInstance.cluster_id == cluster)))
+    other = cluster_of(settings, f[2][0])
+    with session_scope(settings.sql_url) as s:
+        others = tuple(s.scalars(select(FaceInstance.face_id).where(FaceInstance.cluster_id == other)))
+    assert other and other != cluster and len(others) >= 2
+    store(settings, [Suggestion("cluster_is_person", members, person_id=tpl.alice, cluster_id=cluster, score=0.3, bar=0.4),
+                     Suggestion("cluster_is_person", others[:-1], person_id=tpl.bob, cluster_id=other, score=0.3, bar=0.4)])
+    whole, part = sorted(sg.list_suggestions(settings), key=lambda q: q.cluster_id != cluster)
+
+    res = sg.accept_suggestion(settings, whole.id, actor="tester")
+    assert sorted(res.changed + res.conflicts) == sorted(members) and res.changed
+    assert {(e.actor, e.cluster_id) for e in events(settings, "label_cluster")} == {("tester", cluster)}
+    for fid in res.changed:
+        assert (face(settings, fid).person_id, face(settings, fid).assignment_source) == (tpl.alice, "cluster")
+
+    # the cluster holds a face the question did not show: only the faces shown are labelled
+    res = sg.accept_suggestion(settings, part.id, actor="tester")
+    assert sorted(res.changed + res.conflicts) == sorted(others[:-1])
+    assert face(settings, others[-1]).person_id is None
+    assert {e.face_id for e in events(settings, "label_face") if e.actor == "tester"} == set(res.changed)
