@@ -308,7 +308,8 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
     and never re-opened; a question equal to an answered or rejected one is not asked again (see the module
     notes for "equal"); faces a human labelled are left out and a question about an inactive person is dropped.
     An unchanged question keeps its row and id (score and priority refreshed); open questions no longer proposed
-    become ``stale``. Running it twice with the same list changes nothing the second time."""
+    become ``stale``. Running it twice with the same list changes no question the second time (only the time each
+    was last confirmed, ``updated_at``)."""
     s = session
     wanted = [_canonical(x) for x in suggestions]
     now = utcnow()
