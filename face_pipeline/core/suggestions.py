@@ -681,7 +681,7 @@ def _one_vector_client(settings: Settings) -> Iterator[None]:
         yield
 
 
-def _combined(action: str, results: Sequence["LabelResult"], person_id: str | None = None, name: str | None = None) -> "LabelResult":
+def _combined(action: str, results: Sequence[LabelResult], person_id: str | None = None, name: str | None = None) -> LabelResult:
     from face_pipeline.core.labels import LabelResult
 
     res = LabelResult(action, person_id=person_id, name=name)
@@ -700,7 +700,7 @@ def _combined(action: str, results: Sequence["LabelResult"], person_id: str | No
     return res
 
 
-def _label_group(settings: Settings, face_ids: list[str], cluster_id: str | None, person_ref: str, actor: str, reason: str) -> "LabelResult":
+def _label_group(settings: Settings, face_ids: list[str], cluster_id: str | None, person_ref: str, actor: str, reason: str) -> LabelResult:
     """Give a group of faces a person through the label operations.
 
     When the group is exactly the undecided part of its cluster (the usual case: organise asked about the cluster
@@ -794,7 +794,7 @@ def _spanning_pairs(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, str]]
     return sorted({_pair(a[0], y) for y in b} | {_pair(b[0], x) for x in a})
 
 
-def accept_suggestion(settings: Settings, suggestion_id: int, *, actor: str = "user", name: str | None = None) -> "LabelResult":
+def accept_suggestion(settings: Settings, suggestion_id: int, *, actor: str = "user", name: str | None = None) -> LabelResult:
     """Answer yes, through the label operations (every change an event with ``actor``):
 
     - faces or a cluster → person: those faces become the person (human labels: ``label_face`` for one face,
@@ -858,7 +858,7 @@ def accept_suggestion(settings: Settings, suggestion_id: int, *, actor: str = "u
     return res
 
 
-def reject_suggestion(settings: Settings, suggestion_id: int, *, actor: str = "user") -> "LabelResult":
+def reject_suggestion(settings: Settings, suggestion_id: int, *, actor: str = "user") -> LabelResult:
     """Answer no, so automation never proposes (or performs) it again:
 
     - faces or a cluster → person: "not this person" for each face (``reject_face``), which every later
