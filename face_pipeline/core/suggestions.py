@@ -179,7 +179,8 @@ class SuggestionInfo:
     """A stored suggestion as a page or the CLI shows it.
 
     ``status`` is the effective one: an ``open`` row whose subject is gone (a person deleted, merged or hidden,
-    every face labelled by a human) reads as ``stale``. ``settles`` counts the faces an answer would still decide.
+    every face labelled by a human) reads as ``stale``. ``settles`` counts the faces an answer would still decide
+    (for two people: the smaller one's faces, which a merge moves).
     ``faces`` / ``other_faces`` are best first (undecided, then quality); a listing truncates them to a strip,
     ``face_count`` / ``other_face_count`` are the totals."""
 
@@ -274,6 +275,11 @@ def _fingerprint(s: Suggestion) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _closeness(s: Suggestion) -> float:
+    """The second factor of :attr:`Suggestion.priority` (how close the evidence came to the bar)."""
+    return s.priority / s.settles if s.settles else (1.0 if s.bar <= 0 else max(0.0, min(1.0, s.score / s.bar)))
+
+
 def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
@@ -358,7 +364,15 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
     answered_fps = set(s.scalars(select(SuggestionRecord.fingerprint).where(
         SuggestionRecord.status.in_((SUGGESTION_ACCEPTED, SUGGESTION_REJECTED)))))
 
+    # A merge of two people settles the faces of the smaller one: that is its weight in the queue.
+    person_faces: dict[str, int] = {}
+    pair_people = sorted({p for x in wanted if _shape(x) == SHAPE_PERSONS for p in (x.person_id, x.other_person_id)})
+    for chunk in _chunks(pair_people):
+        person_faces.update((pid, n) for pid, n in s.execute(select(FaceInstance.person_id, func.count())
+                                                            .where(FaceInstance.person_id.in_(chunk)).group_by(FaceInstance.person_id)))
+
     kept: dict[str, Suggestion] = {}
+    priority: dict[str, float] = {}
     for x in wanted:
         shape = _shape(x)
         if any(p not in active for p in (x.person_id, x.other_person_id) if p):
@@ -387,8 +401,11 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
         fp = _fingerprint(y)
         if fp in answered_fps:
             continue
-        if fp not in kept or y.priority > kept[fp].priority:
-            kept[fp] = y
+        weight = y.priority
+        if shape == SHAPE_PERSONS:
+            weight = min(person_faces.get(y.person_id, 0), person_faces.get(y.other_person_id, 0)) * _closeness(y)
+        if fp not in kept or weight > priority[fp]:
+            kept[fp], priority[fp] = y, weight
 
     existing: dict[str, SuggestionRecord] = {}
     for row in s.scalars(select(SuggestionRecord).where(SuggestionRecord.status == SUGGESTION_OPEN,
@@ -400,7 +417,7 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
     new: list[tuple[SuggestionRecord, Suggestion]] = []
     for fp, y in kept.items():
         row = existing.get(fp)
-        values = dict(score=float(y.score), bar=float(y.bar), priority=float(y.priority), cluster_id=y.cluster_id,
+        values = dict(score=float(y.score), bar=float(y.bar), priority=float(priority[fp]), cluster_id=y.cluster_id,
                       other_cluster_id=y.other_cluster_id)
         if row is not None:
             for k, v in values.items():
@@ -586,7 +603,8 @@ def _infos(s: Session, rows: list[SuggestionRecord], per_side: int | None) -> li
         status = r.status if r.status != SUGGESTION_OPEN or r.id in live else SUGGESTION_STALE
         out.append(SuggestionInfo(
             id=r.id, kind=r.kind, status=status, score=r.score, bar=r.bar, priority=r.priority,
-            settles=sum(not x.settled for lst in sides for x in lst) if r.faces or r.other_faces else 0,
+            settles=(sum(not x.settled for lst in sides for x in lst) if r.faces or r.other_faces
+                     else min(people[r.person_id].faces, people[r.other_person_id].faces) if r.person_id and r.other_person_id else 0),
             person=people.get(r.person_id) if r.person_id else None,
             other_person=people.get(r.other_person_id) if r.other_person_id else None,
             cluster_id=r.cluster_id, other_cluster_id=r.other_cluster_id,
