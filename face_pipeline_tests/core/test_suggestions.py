@@ -433,3 +433,19 @@ def test_a_whole_cluster_is_labelled_by_label_cluster_and_a_changed_one_face_by_
     assert sorted(res.changed + res.conflicts) == sorted(others[:-1])
     assert face(settings, others[-1]).person_id is None
     assert {e.face_id for e in events(settings, "label_face") if e.actor == "tester"} == set(res.changed)
+
+
+def test_a_group_and_a_person(settings, tpl):
+    """"the same person?" between a group of unnamed faces and a person is a faces → person question, whichever
+    side the producer put the person on: yes labels the faces, no rejects the person for each of them."""
+    f = tpl.faces
+    store(settings, [Suggestion("same_person", (), other_face_ids=tuple(f[2]), person_id=tpl.bob, score=0.3, bar=0.4),
+                     Suggestion("same_person", tuple(f[3]), other_person_id=tpl.alice, score=0.3, bar=0.4)])
+    by_person = {q.person.person_id: q for q in sg.list_suggestions(settings)}
+    assert by_person[tpl.bob].question == "Are these 3 faces Bob?" and by_person[tpl.bob].other_person is None
+    res = sg.reject_suggestion(settings, by_person[tpl.bob].id, actor="tester")
+    assert sorted(res.changed) == sorted(f[2])
+    with session_scope(settings.sql_url) as s:
+        assert {r.face_id for r in s.scalars(select(FaceRejection).where(FaceRejection.person_id == tpl.bob))} == set(f[2])
+    res = sg.accept_suggestion(settings, by_person[tpl.alice].id, actor="tester")
+    assert sorted(res.changed + res.conflicts) == sorted(f[3]) and {face(settings, x).person_id for x in res.changed} == {tpl.alice}
