@@ -435,6 +435,13 @@ def evaluate(
     console.print(rep.table(), highlight=False, soft_wrap=True)
 
 
+# ---- `suggestions` command group (owner: face_pipeline/cli_suggestions.py) ----------------------------------
+from face_pipeline.cli_suggestions import register as _register_suggestions  # noqa: E402
+
+_register_suggestions(app)
+# ---- end `suggestions` ---------------------------------------------------------------------------------------
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from face_pipeline.core.heads import NoPromotedHead
     from face_pipeline.core.labels import LabelError
