@@ -64,51 +64,65 @@ def impostor_floor(d: LabelledFaces, q: float = 0.9999) -> tuple[float, float]:
 
 
 def augmentation_cache(d: LabelledFaces, rows: np.ndarray, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    """(augmented embeddings (len(rows) * 4, 512), source row per embedding) for subject faces ``rows``.
+    """(augmented embeddings, source row per embedding) for subject faces ``rows`` (4 copies each).
 
-    Re-detects each photo, takes the detected face nearest the cached box, aligns it as ingest does, and
-    embeds ``T.augment_crop`` of it. Cached; a face not found again gets no copies (counted and printed).
+    Re-detects each photo, takes the detected face nearest the cached box, aligns it as ingest does, and embeds
+    ``T.augment_crop`` of it. Cached incrementally under ``.cache/train_augment/`` (one file per data set and
+    model; faces already there are not redone); a face not found again gets no copies.
     """
     from face_pipeline.core.models import FaceModels, l2_normalize, model_paths
     from face_pipeline.core.photos import load_photo
 
     det, rec = model_paths(settings)
-    key = hashlib.sha256(("|".join(map(str, rows.tolist())) + det.name + rec.name + str(settings.det_size)
-                          + ",".join(T.AUGMENTATIONS)).encode()).hexdigest()[:12]
+    key = hashlib.sha256((det.name + rec.name + str(settings.det_size) + ",".join(T.AUGMENTATIONS)).encode()).hexdigest()[:12]
     path = REPO / ".cache" / "train_augment" / f"{d.name}_{key}.npz"
+    have_aug, have_src, tried = np.zeros((0, 512), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
     if path.exists():
         z = np.load(path)
-        return z["aug"], z["source"]
-    models = FaceModels(settings)
-    folder = SHARED_DATA / d.name
-    aug, source, lost, drift = [], [], 0, []
-    t0 = time.perf_counter()
-    for n, r in enumerate(rows):
-        decoded = load_photo(folder / d.photo_paths[int(d.photo[r])], settings.max_image_pixels)
-        img = decoded.bgr if hasattr(decoded, "bgr") else decoded.image
-        faces = models.detect(img)
-        if not faces:
-            lost += 1
-            continue
-        centre = (d.bbox[r, :2] + d.bbox[r, 2:]) / 2
-        f = min(faces, key=lambda f: float(np.hypot(*(np.add(f.bbox[:2], f.bbox[2:]) / 2 - centre))))
-        crop = models.align(img, f.landmarks)
-        emb = l2_normalize(models.embed([crop] + T.augment_crop(crop)))
-        drift.append(float(emb[0] @ d.X[r]))
-        aug.append(emb[1:])
-        source.extend([int(r)] * (len(emb) - 1))
-        if n % 500 == 0:
-            print(f"  augmenting {d.name}: {n}/{len(rows)} faces, {time.perf_counter() - t0:.0f}s", flush=True)
-    A = np.concatenate(aug).astype(np.float32)
-    S = np.asarray(source, dtype=np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, aug=A, source=S)
-    print(f"  augmented {len(rows) - lost}/{len(rows)} faces ({lost} not re-detected); re-embedded crop vs cached "
-          f"vector: min cosine {min(drift):.4f}")
-    return A, S
+        have_aug, have_src, tried = z["aug"], z["source"], z["tried"]
+    todo = np.setdiff1d(rows, tried)
+    if len(todo):
+        models = FaceModels(settings)
+        folder = SHARED_DATA / d.name
+        aug, source, lost, agree = [have_aug], [have_src], 0, []
+        t0 = time.perf_counter()
+
+        def save(done: np.ndarray) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, aug=np.concatenate(aug).astype(np.float32), source=np.concatenate(source).astype(np.int64),
+                     tried=np.union1d(tried, done))
+            tmp.replace(path)
+
+        for n, r in enumerate(todo):
+            decoded = load_photo(folder / d.photo_paths[int(d.photo[r])], settings.max_image_pixels)
+            img = decoded.bgr if hasattr(decoded, "bgr") else decoded.image
+            faces = models.detect(img)
+            if faces:
+                centre = (d.bbox[r, :2] + d.bbox[r, 2:]) / 2
+                f = min(faces, key=lambda f: float(np.hypot(*(np.add(f.bbox[:2], f.bbox[2:]) / 2 - centre))))
+                crop = models.align(img, f.landmarks)
+                emb = l2_normalize(models.embed([crop] + T.augment_crop(crop)))
+                agree.append(float(emb[0] @ d.X[r]))
+                aug.append(emb[1:])
+                source.append(np.full(len(emb) - 1, int(r), dtype=np.int64))
+            else:
+                lost += 1
+            if (n + 1) % 100 == 0:
+                save(todo[: n + 1])
+                print(f"  augmenting {d.name}: {n + 1}/{len(todo)} faces, {time.perf_counter() - t0:.0f}s", flush=True)
+        save(todo)
+        print(f"  augmented {len(todo) - lost}/{len(todo)} new faces ({lost} not re-detected); re-embedded crop vs "
+              f"cached vector: min cosine {min(agree) if agree else float('nan'):.4f}")
+        z = np.load(path)
+        have_aug, have_src = z["aug"], z["source"]
+    keep = np.isin(have_src, rows)
+    return have_aug[keep], have_src[keep]
 
 
-def one_run(d, truth, A, A_src, frac, k, seed, settings, floor, cfg_over) -> dict:
+def choose_labels(d: LabelledFaces, truth: np.ndarray, frac: int, k: int, seed: int) -> tuple[list, np.ndarray]:
+    """(named people, label rows). Nested by design, so budgets compare like with like: for one seed the 1/10
+    named are a subset of the 1/2 named, and a person's K=1 label is the first of their K=3 labels."""
     rng = np.random.default_rng(seed)
     subj = np.flatnonzero(d.labelled)
     ident = d.identity
@@ -116,13 +130,19 @@ def one_run(d, truth, A, A_src, frac, k, seed, settings, floor, cfg_over) -> dic
     for i in subj:
         counts[ident[i]] = counts.get(ident[i], 0) + 1
     eligible = sorted(p for p, n in counts.items() if n >= MIN_PHOTOS)
-    named = sorted(rng.choice(eligible, size=max(2, round(len(eligible) / frac)), replace=False).tolist())
-    named_set = set(named)
+    order = [eligible[i] for i in rng.permutation(len(eligible))]
+    named = sorted(order[: max(2, round(len(eligible) / frac))])
     label_rows = []
     for p in named:
         rows = [int(i) for i in subj if ident[i] == p]
-        label_rows.extend(int(r) for r in rng.choice(rows, size=k, replace=False))
-    label_rows = np.array(sorted(label_rows), dtype=np.int64)
+        picks = np.random.default_rng([seed, len(p), sum(map(ord, p))]).permutation(rows)
+        label_rows.extend(int(r) for r in picks[:k])
+    return named, np.array(sorted(label_rows), dtype=np.int64)
+
+
+def one_run(d, truth, A, A_src, frac, k, seed, settings, floor, cfg_over) -> dict:
+    named, label_rows = choose_labels(d, truth, frac, k, seed)
+    named_set = set(named)
     is_label = np.zeros(len(d), dtype=bool)
     is_label[label_rows] = True
     queries = np.flatnonzero(~is_label)
@@ -205,12 +225,12 @@ def main() -> None:
         f"        name only when exactly one candidate and its head score >= {bar:.2f}\n"
         f"unknown BCubed F: every stranger face clustered by cluster_faces(graph, link {settings.unknown_threshold:.2f}, photo groups)"
     )
-    subj = np.flatnonzero(d.labelled)
-    counts: dict = {}
-    for i in subj:
-        counts[d.identity[i]] = counts.get(d.identity[i], 0) + 1
-    can_name = np.array([i for i in subj if counts[d.identity[i]] >= MIN_PHOTOS], dtype=np.int64)
-    A, A_src = augmentation_cache(d, can_name, settings)
+    fracs = [int(f) for f in args.fractions.split(",")]
+    ks = [int(x) for x in args.ks.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    needed = np.unique(np.concatenate([choose_labels(d, truth, f, k, s)[1] for f in fracs for k in ks for s in seeds]))
+    A, A_src = augmentation_cache(d, needed, settings)
+    can_name = needed
     cfg_over = {k: v for k, v in {"epochs": args.epochs, "drift_weight": args.drift_weight}.items() if v is not None}
     print(f"head: {T.TrainConfig(**cfg_over)}\n")
     T.train_projection_head(d.X[can_name[:40]], d.identity[can_name[:40]].tolist(), T.TrainConfig(epochs=1))  # warm-up
@@ -220,9 +240,9 @@ def main() -> None:
     print(header)
     print("|" + "---|" * 11)
     summary: dict = {}
-    for frac in [int(f) for f in args.fractions.split(",")]:
-        for k in [int(x) for x in args.ks.split(",")]:
-            for seed in [int(s) for s in args.seeds.split(",")]:
+    for frac in fracs:
+        for k in ks:
+            for seed in seeds:
                 r = one_run(d, truth, A, A_src, frac, k, seed, settings, floor, cfg_over)
                 summary.setdefault((frac, k), []).append(r)
                 print(
