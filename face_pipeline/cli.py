@@ -38,8 +38,10 @@ def _settings(runs_jobs: bool = False) -> Settings:
 
 
 @app.callback()
-def _root(home: Optional[Path] = typer.Option(None, "--home", envvar="FACE_PIPELINE_HOME", help="Library home folder.")) -> None:
+def _root(home: Optional[Path] = typer.Option(None, "--home", envvar="FACE_PIPELINE_HOME", help="Library home folder."),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Dagster's run log lines.")) -> None:
     disable_telemetry()
+    _VERBOSE["on"] = verbose
     if home is not None:
         os.environ["FACE_PIPELINE_HOME"] = str(home)
 
@@ -50,23 +52,52 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
+def _run_wait_seconds() -> float:
+    try:
+        return float(os.environ.get("FACE_RUN_WAIT_SECONDS", "600"))
+    except ValueError:
+        raise CliError("FACE_RUN_WAIT_SECONDS must be a number of seconds")
+
+
+def recover_runs() -> None:
+    """Fail runs of this home whose process died (kill -9, power cut) and free their pool slots; say so."""
+    from face_pipeline.runs import recover_dead_runs
+
+    with _instance() as instance:
+        for rec in recover_dead_runs(instance):
+            err.print(f"recovered: {rec.describe()}", markup=False, highlight=False)
+
+
 def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | None = None, run_config: dict | None = None,
-             failure_is_an_answer=None) -> None:
+             failure_is_an_answer=None):
     """Execute a job of the code location in this process, recorded in the home's Dagster instance.
 
+    Before it starts: runs whose process died are failed and their pool slots freed, and a pool held by a live
+    run is waited for (saying by whom, at most FACE_RUN_WAIT_SECONDS) instead of hanging inside Dagster.
     ``failure_is_an_answer(result)`` may say that a failed run is an expected outcome (the training gate refusing a
-    head fails its blocking check, and so the run), which the caller reports itself."""
+    head fails its blocking check, and so the run), which the caller reports itself. Returns the result."""
+    from dagster._core.utils import make_new_run_id
+
     from face_pipeline.definitions import defs
+    from face_pipeline.runs import record_run_worker, recover_dead_runs, wait_for_pool
 
     job = defs.resolve_job_def(job_name)
+    run_id = make_new_run_id()
+    level = "INFO" if _VERBOSE["on"] else "CRITICAL"
     with _instance() as instance:
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=partition_key,
-            tags=tags or {},
-            raise_on_error=False,
-            run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        )
+        for rec in recover_dead_runs(instance):
+            err.print(f"recovered: {rec.describe()}", markup=False, highlight=False)
+        wait_for_pool(instance, timeout_s=_run_wait_seconds(), say=lambda m: err.print(m, markup=False, highlight=False))
+        record_run_worker(instance, run_id)
+        with _progress_display():
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=partition_key,
+                tags=tags or {},
+                run_id=run_id,
+                raise_on_error=False,
+                run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": level}}}},
+            )
     if not result.success and not (failure_is_an_answer and failure_is_an_answer(result)):
         failure = next((e for e in result.all_events if e.is_failure and e.event_specific_data is not None), None)
         detail = ""
@@ -76,6 +107,57 @@ def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | No
         if error is not None:
             detail = error.message.strip().splitlines()[-1]
         raise CliError(f"run {result.run_id[:8]} of {job_name} failed{': ' + detail if detail else ''}")
+    _report_failed_checks(result)
+    return result
+
+
+def _report_failed_checks(result) -> None:
+    """A check that failed is said, not left for the UI: blocking ones already failed the run (above)."""
+    failed = [e.event_specific_data for e in result.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed]
+    for check in failed:
+        severity = getattr(check.severity, "value", str(check.severity)).lower()
+        meta = {k: getattr(v, "value", v) for k, v in (check.metadata or {}).items()}
+        summary = meta.get("problem") or ", ".join(f"{k}={v}" for k, v in list(meta.items())[:6] if not isinstance(v, (list, dict)))
+        err.print(f"check {check.check_name} failed ({severity}): {summary}", markup=False, highlight=False, soft_wrap=True)
+    _FAILED_CHECKS.extend(failed)
+
+
+_FAILED_CHECKS: list = []
+_VERBOSE = {"on": False}
+
+
+class _ProgressHandler:
+    """Turns the assets' progress records (logger ``face_pipeline.progress``: what, done, total) into a Rich bar."""
+
+    def __init__(self, progress) -> None:
+        self.progress, self.tasks = progress, {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if what not in self.tasks:
+            self.tasks[what] = self.progress.add_task(what, total=total)
+        self.progress.update(self.tasks[what], completed=done, total=total)
+
+
+def _progress_display():
+    """A progress bar on stderr while a run executes (only on a terminal, and not under --verbose)."""
+    from contextlib import nullcontext
+
+    from face_pipeline.core.progress import progress_listener
+
+    if _VERBOSE["on"] or not err.is_terminal:
+        return nullcontext()
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextmanager
+    def show():
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as bar, progress_listener(_ProgressHandler(bar)):
+            yield
+
+    return show()
 
 
 @app.command()

@@ -38,6 +38,7 @@ from face_pipeline.core.db.schema import (
     utcnow,
 )
 from face_pipeline.core.embedding_files import save_batch_embeddings
+from face_pipeline.core.faults import fault_point
 from face_pipeline.core.models import FaceModels, l2_normalize, quality_score
 from face_pipeline.core.photos import PhotoError, content_hash, load_photo, scan_photos
 from face_pipeline.core.vectors import FaceRecord, FaceVectorStore
@@ -202,6 +203,7 @@ def detect_batch(settings: Settings, batch: str, models: FaceModels, progress: P
             report.failed += 1
             report.failures.append((rel, row["reason"]))
         photo_rows.append(row)
+        fault_point("detection")
         if progress:
             progress(n, len(scan.photos))
 
@@ -282,6 +284,7 @@ def embed_batch(settings: Settings, batch: str, models: FaceModels, store: FaceV
     parts = []
     for i in range(0, len(face_ids), bs):
         parts.append(models.embed(list(crops[i : i + bs])))
+        fault_point("embedding")
         if progress:
             progress(min(i + bs, len(face_ids)), len(face_ids))
     if parts:
@@ -309,9 +312,11 @@ def embed_batch(settings: Settings, batch: str, models: FaceModels, store: FaceV
             records.append(FaceRecord(fid, vec, face_payload(row, batch)))
         b = s.get(PhotoBatch, batch)
         b.status, b.embedded_at = "embedded", utcnow()
+    fault_point("after_sql_commit")
     save_batch_embeddings(settings, batch, [face_ids[i] for i in kept], unit[kept] if len(unit) else unit)
     store.ensure()
     store.delete_batch(batch)
+    fault_point("vector_write")
     store.upsert(records)
     report.faces = len(records)
     report.face_ids = [r.face_id for r in records]

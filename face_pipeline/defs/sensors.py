@@ -12,6 +12,7 @@ from face_pipeline.defs.assets.ingest import ingest_job
 from face_pipeline.defs.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 from face_pipeline.home import prepare_home
+from face_pipeline.runs import recover_dead_runs
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -50,3 +51,13 @@ def label_change_sensor(context: dg.SensorEvaluationContext, face_pipeline: Face
         run_requests=[dg.RunRequest(run_key=f"labels-through-{newest}", tags={"face_pipeline/trigger": "labels"})],
         cursor=str(newest),
     )
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Runs of this host whose process died (kill -9, OOM, power cut) are marked failed and their "
+           "face_vectors pool slots freed, so the queue and later runs are never blocked by them.")
+def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    recovered = recover_dead_runs(context.instance)
+    for rec in recovered:
+        context.log.warning(rec.describe())
+    return dg.SkipReason(f"recovered {len(recovered)} dead run(s)" if recovered else "no dead runs")

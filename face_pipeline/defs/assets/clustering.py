@@ -6,6 +6,7 @@ import dagster as dg
 
 from face_pipeline.core import organize
 from face_pipeline.core.consistency import vector_store_disagreements
+from face_pipeline.core.faults import fault_point
 from face_pipeline.core.sync import sync_payloads
 from face_pipeline.defs.assets.ingest import QDRANT_POOL, face_embeddings
 from face_pipeline.defs.resources import FacePipelineResource
@@ -82,6 +83,7 @@ def no_person_twice_in_a_photo(face_pipeline: FacePipelineResource) -> dg.AssetC
     description="Faces nobody holds, grouped into stable unknown_cluster_N ids ready to be named; the rest is noise.",
 )
 def unknown_clusters(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
+    fault_point("organize")  # test hook (core/faults.py): inert unless FACE_FAULT_POINT=organize
     settings = face_pipeline.settings()
     project, space, thresholds = _space(face_pipeline, config)
     rep = organize.cluster_unknown(

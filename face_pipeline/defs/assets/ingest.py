@@ -4,11 +4,12 @@
 import dagster as dg
 
 from face_pipeline.core import ingest, organize
+from face_pipeline.core.progress import report_progress
 from face_pipeline.core.sync import sync_payloads
 from face_pipeline.defs.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 
-QDRANT_POOL = "face_vectors"  # runs that open the Qdrant folder share this pool (limit 1 in local mode)
+from face_pipeline.runs import QDRANT_POOL  # noqa: F401  (re-exported: the assets of other modules use it)
 
 
 def _failures_table(failures: list[tuple[str, str]], limit: int = 50) -> str:
@@ -21,6 +22,7 @@ def _failures_table(failures: list[tuple[str, str]], limit: int = 50) -> str:
 
 def _progress(context: dg.AssetExecutionContext, what: str):
     def report(done: int, total: int) -> None:
+        report_progress(what, done, total)
         if done == total or done % 100 == 0:
             context.log.info(f"{what}: {done}/{total}")
 
