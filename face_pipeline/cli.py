@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from face_pipeline.settings import Settings, disable_telemetry
@@ -182,18 +183,19 @@ def ingest(
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch name (default: the folder's name)."),
 ) -> None:
     """Register PHOTOS_DIR as a batch and materialise its face detections and embeddings."""
-    from face_pipeline.core.inbox import batch_name_for
-    from face_pipeline.core.ingest import register_batch
+    from face_pipeline.core.inbox import validate_batch_name
+    from face_pipeline.core.ingest import batch_for_folder
     from face_pipeline.defs.partitions import photo_batches
 
+    if batch is not None:
+        validate_batch_name(batch)  # before anything is written, even the home
     if not photos_dir.is_dir():
         raise CliError(f"{photos_dir} is not a folder")
     settings = _settings(runs_jobs=True)
-    name = batch_name_for(Path(batch)) if batch else batch_name_for(photos_dir.resolve())
-    register_batch(settings, name, photos_dir)
+    name = batch_for_folder(settings, photos_dir, batch)
     with _instance() as instance:
         instance.add_dynamic_partitions(photo_batches.name, [name])
-    console.print(f"ingesting batch [bold]{name}[/] from {photos_dir.resolve()}")
+    console.print(f"ingesting batch [bold]{escape(name)}[/] from {escape(str(photos_dir.resolve()))}")
     _run_job("ingest_batch", partition_key=name)
     _print_batch(settings, name)
 
@@ -243,6 +245,8 @@ def export(
     if with_embeddings and suffix != ".parquet":
         raise CliError("--with-embeddings needs a .parquet output")
     settings = _settings()
+    if with_embeddings:
+        _require_ready(settings, with_store=True)  # null vectors are a wrong answer, not an export
     frame = export_frame(settings)
     if with_embeddings:
         with open_vector_client(settings) as client:
@@ -255,6 +259,47 @@ def export(
     else:
         frame.to_parquet(out, index=False)
     console.print(f"wrote {len(frame)} faces to {out}")
+
+
+# --------------------------------------------------------------------------------------------- doctor ----
+def _require_ready(settings: Settings, with_store: bool) -> None:
+    """Refuse (LibraryNotReady, with the doctor's message) to answer from a library whose copies are broken."""
+    from face_pipeline.core.doctor import require_ready
+    from face_pipeline.core.vectors import FaceVectorStore, open_vector_client
+
+    if not with_store:
+        require_ready(settings)
+        return
+    with open_vector_client(settings) as client:
+        require_ready(settings, FaceVectorStore(client, settings.qdrant_collection))
+
+
+@app.command()
+def doctor(do_repair: bool = typer.Option(False, "--repair", help="Rebuild the embedding files and the vector store (labels are never touched)."),
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Check that SQL, the embedding files and the vector store agree; name every problem; exit 1 if any."""
+    from face_pipeline.core import doctor as doc
+    from face_pipeline.core.vectors import FaceVectorStore, open_vector_client
+
+    settings = _settings(runs_jobs=True)
+    recover_runs()
+    with open_vector_client(settings) as client:
+        store = FaceVectorStore(client, settings.qdrant_collection)
+        if do_repair:
+            from face_pipeline.core.models import FaceModels
+
+            report = doc.repair(settings, store, lambda: FaceModels(settings), say=lambda m: console.print(escape(m)))
+        else:
+            report = doc.diagnose(settings, store)
+    if as_json:
+        console.print_json(json.dumps({**report.as_metadata(), "problems": [p.__dict__ for p in report.problems], "repaired": report.repaired}))
+    else:
+        for p in report.problems:
+            console.print(f"problem: {escape(p.message)}")
+        console.print(escape(report.summary()) if report.healthy else
+                      f"{len(report.problems)} problem(s) found{'' if do_repair else ' — run `face-pipeline doctor --repair`'}")
+    if not report.healthy:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------ organising ----
@@ -274,7 +319,8 @@ def _organize_run_config(person_threshold, unknown_method, unknown_min_size, unk
 
 
 def _run_organize(run_config: dict) -> None:
-    _settings(runs_jobs=True)
+    settings = _settings(runs_jobs=True)
+    _require_ready(settings, with_store=False)  # the run checks again (another process may break it meanwhile)
     _run_job("organize_library", run_config=run_config)
 
 
@@ -421,7 +467,9 @@ def find(photo: Path) -> None:
     """Who is in this photo? (The photo need not be in the library.)"""
     if not photo.is_file():
         raise CliError(f"{photo} is not a file")
-    matches = _labels().find_person(_settings(), photo)
+    settings = _settings()
+    _require_ready(settings, with_store=False)
+    matches = _labels().find_person(settings, photo)
     if not matches:
         console.print("no faces found")
     for m in matches:
@@ -435,8 +483,10 @@ def search(photo: Path, limit: int = typer.Option(10, "--limit")) -> None:
     """Faces in the library most similar to the faces of PHOTO."""
     if not photo.is_file():
         raise CliError(f"{photo} is not a file")
+    settings = _settings()
+    _require_ready(settings, with_store=True)  # a missing store returns unrelated faces, not an error
     table = Table("query face", "face_id", "score", "person")
-    for h in _labels().search(_settings(), photo, limit=limit):
+    for h in _labels().search(settings, photo, limit=limit):
         table.add_row(str(h.query_face_index), h.face_id, f"{h.score:.3f}", h.name or h.person_id or "")
     console.print(table)
 

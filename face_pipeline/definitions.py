@@ -7,6 +7,7 @@ multi-process executor would open it from every step.
 import dagster as dg
 
 from face_pipeline.defs.assets.clustering import (
+    library_copies_agree,
     no_person_twice_in_a_photo,
     organize_job,
     sql_and_qdrant_agree,
@@ -24,7 +25,7 @@ disable_telemetry()
 
 defs = dg.Definitions(
     assets=[face_detections, face_embeddings, supervised_assignments, unknown_clusters, projection_head, reembedded_faces],
-    asset_checks=[no_person_twice_in_a_photo, sql_and_qdrant_agree, head_not_worse_than_raw],
+    asset_checks=[no_person_twice_in_a_photo, sql_and_qdrant_agree, library_copies_agree, head_not_worse_than_raw],
     jobs=[ingest_job, organize_job, training_job, nightly_job],
     sensors=[photo_inbox_sensor, label_change_sensor, dead_run_sensor],
     schedules=[nightly_refresh],

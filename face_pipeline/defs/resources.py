@@ -25,10 +25,11 @@ class FacePipelineResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # --- crash recovery (face_pipeline/runs.py): record which process executes this run, so a run whose
         # process was killed can be told apart from a live one and failed, freeing its pool slot.
-        if context.run_id and context.instance is not None:
+        run = context.run
+        if run is not None and context.instance is not None:
             from face_pipeline.runs import record_run_worker
 
-            record_run_worker(context.instance, context.run_id)
+            record_run_worker(context.instance, run.run_id)
 
     def settings(self) -> Settings:
         return Settings(home=self.home) if self.home else Settings()

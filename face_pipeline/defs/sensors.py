@@ -1,11 +1,13 @@
 """Sensors: new photo batches in the inbox, and label changes that call for re-assignment and re-clustering."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 
 from face_pipeline.core.inbox import discover_batches
-from face_pipeline.core.ingest import register_batch
+from face_pipeline.core.errors import FacePipelineError
+from face_pipeline.core.ingest import batch_for_folder
 from face_pipeline.core.organize import human_label_changes_since
 from face_pipeline.defs.assets.clustering import organize_job
 from face_pipeline.defs.assets.ingest import ingest_job
@@ -19,19 +21,26 @@ from face_pipeline.runs import recover_dead_runs
            description="Each sub-folder of FACE_PHOTOS_INBOX is a batch: new or changed folders are ingested.")
 def photo_inbox_sensor(context: dg.SensorEvaluationContext, face_pipeline: FacePipelineResource) -> dg.SensorResult:
     settings = face_pipeline.settings()
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    found = discover_batches(settings.inbox_dir)
-    changed = {name: (folder, fp) for name, (folder, fp) in found.items() if seen.get(name) != fp}
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}  # folder path → fingerprint
+    found = {str(folder): fp for folder, fp in discover_batches(settings.inbox_dir).values()}
+    changed = {folder: fp for folder, fp in found.items() if seen.get(folder) != fp}
     if not changed:
         return dg.SensorResult(skip_reason=f"no new or changed folders in {settings.inbox_dir}", cursor=context.cursor)
     prepare_home(settings, set_dagster_home=False)
     existing = set(context.instance.get_dynamic_partitions(photo_batches.name))
-    for name, (folder, _) in changed.items():
-        register_batch(settings, name, folder)
-    new_names = sorted(n for n in changed if n not in existing)
-    seen.update({name: fp for name, (_, fp) in changed.items()})
+    requests, skipped = [], []
+    for folder, fp in sorted(changed.items()):
+        try:  # the folder's own batch (a batch is its folder: two folders named alike get distinct names)
+            name = batch_for_folder(settings, Path(folder))
+        except FacePipelineError as exc:  # one odd folder must not stop the others
+            context.log.warning(f"inbox folder {folder} skipped: {exc}")
+            skipped.append(folder)
+            continue
+        requests.append(dg.RunRequest(partition_key=name, run_key=f"{name}:{fp}"))
+    new_names = sorted({r.partition_key for r in requests} - existing)
+    seen.update(changed)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=name, run_key=f"{name}:{fp}") for name, (_, fp) in sorted(changed.items())],
+        run_requests=requests,
         dynamic_partitions_requests=[photo_batches.build_add_request(new_names)] if new_names else [],
         cursor=json.dumps(seen, sort_keys=True),
     )

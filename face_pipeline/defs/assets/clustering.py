@@ -6,6 +6,7 @@ import dagster as dg
 
 from face_pipeline.core import organize
 from face_pipeline.core.consistency import vector_store_disagreements
+from face_pipeline.core.doctor import diagnose, require_ready
 from face_pipeline.core.faults import fault_point
 from face_pipeline.core.sync import sync_payloads
 from face_pipeline.defs.assets.ingest import QDRANT_POOL, face_embeddings
@@ -43,6 +44,7 @@ def _space(face_pipeline: FacePipelineResource, config: OrganizeConfig):
 )
 def supervised_assignments(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
     settings = face_pipeline.settings()
+    require_ready(settings)  # a missing or broken embedding file would organise part of the library, silently
     project, space, thresholds = _space(face_pipeline, config)
     rep = organize.supervised_assignment(settings, threshold=thresholds["assign"], project=project, space=space)
     with face_pipeline.vector_store() as store:
@@ -117,6 +119,15 @@ def sql_and_qdrant_agree(face_pipeline: FacePipelineResource) -> dg.AssetCheckRe
     with face_pipeline.vector_store() as store:
         report = vector_store_disagreements(settings, store)
     return dg.AssetCheckResult(passed=report.agree, metadata=report.as_metadata())
+
+
+@dg.asset_check(asset=unknown_clusters, description="The doctor: SQL, the embedding files and the vector store agree "
+                "(ids, counts, a sample of vectors); fix with `face-pipeline doctor --repair`.")
+def library_copies_agree(face_pipeline: FacePipelineResource) -> dg.AssetCheckResult:
+    settings = face_pipeline.settings()
+    with face_pipeline.vector_store() as store:
+        report = diagnose(settings, store)
+    return dg.AssetCheckResult(passed=report.healthy, severity=dg.AssetCheckSeverity.ERROR, metadata=report.as_metadata())
 
 
 organize_job = dg.define_asset_job(
