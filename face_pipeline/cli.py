@@ -198,6 +198,18 @@ def ingest(
     console.print(f"ingesting batch [bold]{escape(name)}[/] from {escape(str(photos_dir.resolve()))}")
     _run_job("ingest_batch", partition_key=name)
     _print_batch(settings, name)
+    # what the daemon's organize_after_ingest sensor does: the CLI has no daemon, so it runs the follow-up itself
+    follow = _run_job("organize_new_faces", partition_key=name, tags={"face_pipeline/trigger": "ingest"})
+    inc = _materialization_metadata(follow, "new_faces_organized")
+    if inc:
+        console.print(f"new faces: {inc['assigned_to_known_people']} joined known people, {inc['joined_unknown_clusters']} "
+                      f"joined unknown clusters, {inc['still_unknown']} still unknown (grouped at the next full clustering: "
+                      "nightly, or `face-pipeline cluster`)")
+
+
+def _materialization_metadata(result, node: str) -> dict:
+    mats = result.asset_materializations_for_node(node)
+    return {k: getattr(v, "value", v) for k, v in mats[-1].metadata.items()} if mats else {}
 
 
 def _print_batch(settings: Settings, name: str) -> None:
@@ -209,9 +221,9 @@ def _print_batch(settings: Settings, name: str) -> None:
     with session_scope(settings.sql_url) as s:
         b = s.get(PhotoBatch, name)
         failed = s.execute(select(Photo.rel_path, Photo.reason).where(Photo.batch == name, Photo.status == "failed")).all()
-    console.print(f"batch {name}: {b.photos} photos, {b.faces} faces, {b.failures} failed")
+    console.print(f"batch {escape(name)}: {b.photos} photos, {b.faces} faces, {b.failures} failed", highlight=False)
     for rel, reason in failed[:20]:
-        console.print(f"  failed: {rel}: {reason}")
+        console.print(f"  failed: {escape(rel)}: {escape(reason or '')}", highlight=False)
 
 
 @app.command()

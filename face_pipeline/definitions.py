@@ -18,16 +18,17 @@ from face_pipeline.defs.assets.ingest import face_detections, face_embeddings, i
 from face_pipeline.defs.assets.training import head_not_worse_than_raw, projection_head, reembedded_faces, training_job
 from face_pipeline.defs.resources import FacePipelineResource
 from face_pipeline.defs.schedules import nightly_job, nightly_refresh
-from face_pipeline.defs.sensors import dead_run_sensor, label_change_sensor, photo_inbox_sensor
+from face_pipeline.defs.assets.incremental import new_faces_organized, organize_new_faces_job
+from face_pipeline.defs.sensors import dead_run_sensor, label_change_sensor, organize_after_ingest, photo_inbox_sensor
 from face_pipeline.settings import disable_telemetry
 
 disable_telemetry()
 
 defs = dg.Definitions(
-    assets=[face_detections, face_embeddings, supervised_assignments, unknown_clusters, projection_head, reembedded_faces],
+    assets=[face_detections, face_embeddings, new_faces_organized, supervised_assignments, unknown_clusters, projection_head, reembedded_faces],
     asset_checks=[no_person_twice_in_a_photo, sql_and_qdrant_agree, library_copies_agree, head_not_worse_than_raw],
-    jobs=[ingest_job, organize_job, training_job, nightly_job],
-    sensors=[photo_inbox_sensor, label_change_sensor, dead_run_sensor],
+    jobs=[ingest_job, organize_new_faces_job, organize_job, training_job, nightly_job],
+    sensors=[photo_inbox_sensor, label_change_sensor, dead_run_sensor, organize_after_ingest],
     schedules=[nightly_refresh],
     resources={"face_pipeline": FacePipelineResource()},
     executor=dg.in_process_executor,

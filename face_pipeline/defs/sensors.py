@@ -10,6 +10,7 @@ from face_pipeline.core.errors import FacePipelineError
 from face_pipeline.core.ingest import batch_for_folder
 from face_pipeline.core.organize import human_label_changes_since
 from face_pipeline.defs.assets.clustering import organize_job
+from face_pipeline.defs.assets.incremental import organize_new_faces_job
 from face_pipeline.defs.assets.ingest import ingest_job
 from face_pipeline.defs.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
@@ -70,3 +71,14 @@ def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     for rec in recovered:
         context.log.warning(rec.describe())
     return dg.SkipReason(f"recovered {len(recovered)} dead run(s)" if recovered else "no dead runs")
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[ingest_job], request_job=organize_new_faces_job,
+                      minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING,
+                      description="An ingest run succeeded: organise its batch's new faces in a small run of their own.")
+def organize_after_ingest(context: dg.RunStatusSensorContext):
+    batch = context.dagster_run.tags.get("dagster/partition")
+    if not batch:
+        return dg.SkipReason(f"run {context.dagster_run.run_id[:8]} has no batch")
+    return dg.RunRequest(run_key=f"organize-new-faces:{context.dagster_run.run_id}", partition_key=batch,
+                         tags={"face_pipeline/trigger": "ingest", "face_pipeline/ingest_run": context.dagster_run.run_id})

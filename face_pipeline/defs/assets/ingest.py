@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from face_pipeline.core import ingest, organize
+from face_pipeline.core import ingest
 from face_pipeline.core.progress import report_progress
 from face_pipeline.core.sync import sync_payloads
 from face_pipeline.defs.partitions import photo_batches
@@ -61,14 +61,13 @@ def face_detections(context: dg.AssetExecutionContext, face_pipeline: FacePipeli
     group_name="ingest",
     kinds={"python", "onnx", "qdrant"},
     pool=QDRANT_POOL,
-    description="512-d ArcFace embedding and quality score of every face of the batch, in Qdrant; new faces are "
-    "assigned to known people or joined to existing unknown clusters right away.",
+    description="512-d ArcFace embedding and quality score of every face of the batch, in Qdrant and the batch's "
+    "embedding file (new_faces_organized, requested when the ingest run succeeds, then places the new faces).",
 )
 def face_embeddings(context: dg.AssetExecutionContext, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
     settings = face_pipeline.settings()
     with face_pipeline.vector_store() as store:
         rep = ingest.embed_batch(settings, context.partition_key, face_pipeline.models(), store, _progress(context, "faces"))
-        inc = organize.organize_new_faces(settings, rep.face_ids)
         sync_payloads(settings, store)
     return dg.MaterializeResult(
         metadata={
@@ -77,9 +76,6 @@ def face_embeddings(context: dg.AssetExecutionContext, face_pipeline: FacePipeli
             "mean_quality": round(rep.mean_quality, 3),
             "low_quality_faces": rep.low_quality,
             "model": rep.model,
-            "assigned_to_known_people": inc.assigned,
-            "joined_unknown_clusters": inc.joined_clusters,
-            "awaiting_clustering": inc.noise,
             "seconds": round(rep.seconds, 2),
         }
     )
