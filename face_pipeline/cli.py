@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from face_pipeline.settings import Settings, disable_telemetry
 
@@ -22,6 +23,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, recogn
 # Not a terminal (CI, pipes): print wide, so ids in tables are not cut to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
+
+
+def _t(value) -> Text:
+    """A table cell shown literally: names like ``John [work]`` are text, never Rich markup."""
+    return Text("" if value is None else str(value))
 
 
 class CliError(Exception):
@@ -238,7 +244,7 @@ def stats(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
         return
     table = Table(title=f"face_pipeline library ({settings.home_dir})", show_header=False)
     for key, value in data.items():
-        table.add_row(key, ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else str(value))
+        table.add_row(_t(key), _t(", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else value))
     console.print(table)
 
 
@@ -256,6 +262,8 @@ def export(
         raise CliError(f"--out must end in .csv or .parquet, not {suffix or 'nothing'}")
     if with_embeddings and suffix != ".parquet":
         raise CliError("--with-embeddings needs a .parquet output")
+    if not out.parent.is_dir():  # a typo in a folder name must not create a tree of folders
+        raise CliError(f"--out: folder {out.parent} does not exist")
     settings = _settings()
     if with_embeddings:
         _require_ready(settings, with_store=True)  # null vectors are a wrong answer, not an export
@@ -265,9 +273,10 @@ def export(
             store = FaceVectorStore(client, settings.qdrant_collection)
             vectors = store.vectors_for(list(frame["face_id"])) if store.exists() and len(frame) else {}
         frame["embedding"] = [vectors.get(fid).tolist() if fid in vectors else None for fid in frame["face_id"]]
-    out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
-        frame.to_csv(out, index=False)
+        from face_pipeline.core.report import spreadsheet_safe
+
+        spreadsheet_safe(frame).to_csv(out, index=False)
     else:
         frame.to_parquet(out, index=False)
     console.print(f"wrote {len(frame)} faces to {out}")
@@ -333,7 +342,14 @@ def _organize_run_config(person_threshold, unknown_method, unknown_min_size, unk
 def _run_organize(run_config: dict) -> None:
     settings = _settings(runs_jobs=True)
     _require_ready(settings, with_store=False)  # the run checks again (another process may break it meanwhile)
-    _run_job("organize_library", run_config=run_config)
+    result = _run_job("organize_library", run_config=run_config)
+    sa, uc = _materialization_metadata(result, "supervised_assignments"), _materialization_metadata(result, "unknown_clusters")
+    if sa:
+        console.print(f"known people: {sa['newly_assigned']} faces newly assigned, {sa['auto_assigned']} assigned automatically "
+                      f"in all, {sa['human_labelled']} labelled by people, {sa['persons']} people ({sa['space']} space)", highlight=False)
+    if uc:
+        console.print(f"unknown faces: {uc['unknown_faces']}, in {uc['clusters']} clusters ({uc['clustered_faces']} faces, "
+                      f"{uc['cluster_ids_new']} new cluster ids) and {uc['noise_faces']} not grouped ({uc['method']})", highlight=False)
 
 
 @app.command()
@@ -374,13 +390,14 @@ def _done(result) -> None:
     from face_pipeline.core.labels import LabelResult
 
     if not isinstance(result, LabelResult):
-        console.print(result)
+        console.print(result, markup=False, highlight=False)
         return
     who = f"{result.name} ({result.person_id})" if result.person_id else ""
     parts = [f"{k}: {len(v)}" for k, v in (("changed", result.changed), ("unchanged", result.unchanged), ("skipped (human label)", result.skipped),
              ("skipped (rejected)", result.rejected), ("same-photo conflicts", result.conflicts), ("unassigned", result.unassigned)) if v]
     sync = "Qdrant busy: payload syncs on the next run" if result.synced is None else f"{result.synced} synced to Qdrant"
-    console.print(f"{result.action}{' → ' + who if who else ''}{' (new person)' if result.created else ''}: {', '.join(parts) or 'nothing to change'}; {sync}")
+    console.print(f"{result.action}{' → ' + who if who else ''}{' (new person)' if result.created else ''}: {', '.join(parts) or 'nothing to change'}; {sync}",
+                  markup=False, highlight=False)
 
 
 @app.command("label-cluster")
@@ -451,15 +468,26 @@ def persons(include_hidden: bool = typer.Option(False, "--all", help="Include hi
     rows = _labels().list_persons(_settings(), include_hidden=include_hidden)
     table = Table("person_id", "name", "status", "faces")
     for p in rows:
-        table.add_row(p.person_id, p.name, p.status, str(p.faces))
+        table.add_row(_t(p.person_id), _t(p.name), _t(p.status), _t(p.faces))
     console.print(table)
 
 
 @app.command()
 def person(ref: str) -> None:
     """Show one person (id or name)."""
-    info = _labels().get_person(_settings(), ref)
-    console.print(info)
+    p = _labels().get_person(_settings(), ref)
+    table = Table(title=Text(f"{p.name} ({p.person_id})"), show_header=False)
+    rows = [("status", p.status + (f" (merged into {p.merged_into})" if p.merged_into else "")), ("faces", p.faces),
+            ("by source", ", ".join(f"{k}: {v}" for k, v in sorted(p.faces_by_source.items())) or "none"),
+            ("photos", len(p.image_ids)), ("created", p.created_at), ("updated", p.updated_at)]
+    for key, value in rows:
+        table.add_row(_t(key), _t(value))
+    console.print(table)
+    faces = Table("face_id", "photo")
+    photos = dict(zip(p.image_ids, p.photos)) if len(p.photos) == len(p.image_ids) else {}
+    for fid in p.face_ids:
+        faces.add_row(_t(fid), _t(photos.get(fid.rsplit("_face", 1)[0], "")))
+    console.print(faces)
 
 
 @app.command()
@@ -468,7 +496,7 @@ def clusters(limit: int = typer.Option(50, "--limit")) -> None:
     rows = _labels().list_clusters(_settings())
     table = Table("cluster_id", "faces", "sample faces")
     for c in rows[:limit]:
-        table.add_row(c.cluster_id, str(c.faces), ", ".join(c.sample_face_ids[:3]))
+        table.add_row(_t(c.cluster_id), _t(c.faces), _t(", ".join(c.sample_face_ids[:3])))
     console.print(table)
     if len(rows) > limit:
         console.print(f"… {len(rows) - limit} more")
@@ -484,10 +512,25 @@ def find(photo: Path) -> None:
     matches = _labels().find_person(settings, photo)
     if not matches:
         console.print("no faces found")
-    for m in matches:
+    clusters = _clusters_of_unknown(settings, photo) if any(m.person_id is None for m in matches) else {}
+    for i, m in enumerate(matches):
         conf = f"{m.confidence:.3f}" if m.confidence is not None else "n/a"
-        who = f"{m.name} ({m.person_id}) confidence {conf}" if m.person_id else f"unknown (best match {conf})"
-        console.print(f"face at {[round(v) for v in m.bbox]}: {who}")
+        if m.person_id:
+            who = f"{m.name} ({m.person_id}) confidence {conf}"
+        else:
+            near = clusters.get(i)
+            where = (f"looks like unknown cluster {near[0]} (similarity {near[1]:.3f}; name it with `face-pipeline label-cluster "
+                     f"{near[0]} NAME`)" if near else "matches no person and no unknown cluster")
+            who = f"unknown (best person match {conf}); {where}"
+        console.print(f"face at {[round(v) for v in m.bbox]}: {who}", markup=False, highlight=False)
+
+
+def _clusters_of_unknown(settings: Settings, photo: Path) -> dict[int, tuple[str, float]]:
+    """query face index → (unknown cluster, similarity) of its nearest library face, if that face is in an unknown
+    cluster and close enough to join it (the clustering's own threshold)."""
+    from face_pipeline.core.report import unknown_cluster_of_hits
+
+    return unknown_cluster_of_hits(settings, _labels().search(settings, photo, limit=5))
 
 
 @app.command()
@@ -499,7 +542,7 @@ def search(photo: Path, limit: int = typer.Option(10, "--limit")) -> None:
     _require_ready(settings, with_store=True)  # a missing store returns unrelated faces, not an error
     table = Table("query face", "face_id", "score", "person")
     for h in _labels().search(settings, photo, limit=limit):
-        table.add_row(str(h.query_face_index), h.face_id, f"{h.score:.3f}", h.name or h.person_id or "")
+        table.add_row(_t(h.query_face_index), _t(h.face_id), _t(f"{h.score:.3f}"), _t(h.name or h.person_id or ""))
     console.print(table)
 
 

@@ -49,16 +49,17 @@ def supervised_assignments(context: dg.AssetExecutionContext, config: OrganizeCo
     rep = organize.supervised_assignment(settings, threshold=thresholds["assign"], project=project, space=space)
     with face_pipeline.vector_store() as store:
         synced = sync_payloads(settings, store)
-    context.log.info(f"assigned {rep.assigned} faces to {rep.persons} people (threshold {rep.threshold}, space {space})")
+    context.log.info(f"{rep.newly_assigned} faces newly assigned; {rep.assigned} assigned automatically in all, "
+                     f"{rep.human_labelled} labelled by people, {rep.persons} people (threshold {rep.threshold}, space {space})")
     return dg.MaterializeResult(
         metadata={
-            "faces": rep.faces,
-            "human_labelled": rep.human_labelled,
-            "persons": rep.persons,
-            "auto_assigned": rep.assigned,
-            "newly_assigned": rep.newly_assigned,
-            "unassigned_again": rep.unassigned_again,
-            "changed_person": rep.changed_person,
+            "faces": int(rep.faces),
+            "human_labelled": int(rep.human_labelled),
+            "persons": int(rep.persons),
+            "auto_assigned": int(rep.assigned),
+            "newly_assigned": int(rep.newly_assigned),
+            "unassigned_again": int(rep.unassigned_again),
+            "changed_person": int(rep.changed_person),
             "mean_confidence": round(rep.mean_confidence, 4),
             "threshold": rep.threshold,
             "space": space,
@@ -75,6 +76,12 @@ def no_person_twice_in_a_photo(face_pipeline: FacePipelineResource) -> dg.AssetC
         passed=not conflicts,
         metadata={"conflicts": len(conflicts), "examples": dg.MetadataValue.json([list(c) for c in conflicts[:10]])},
     )
+
+
+def _histogram_table(bins: dict[str, int]) -> str:
+    """Bins in their own order (a JSON object is shown sorted by key: "11-50" before "2"), counts as integers."""
+    rows = "\n".join(f"| {k} | {int(v)} |" for k, v in bins.items())
+    return f"| faces per cluster | clusters |\n|---|---|\n{rows}"
 
 
 @dg.asset(
@@ -99,14 +106,14 @@ def unknown_clusters(context: dg.AssetExecutionContext, config: OrganizeConfig, 
         metadata={
             "method": rep.method,
             "space": space,
-            "unknown_faces": rep.unknown_faces,
-            "clusters": rep.clusters,
-            "clustered_faces": rep.clustered_faces,
-            "noise_faces": rep.noise,
-            "cluster_ids_kept": rep.kept_ids,
-            "cluster_ids_new": rep.new_ids,
+            "unknown_faces": int(rep.unknown_faces),
+            "clusters": int(rep.clusters),
+            "clustered_faces": int(rep.clustered_faces),
+            "noise_faces": int(rep.noise),
+            "cluster_ids_kept": int(rep.kept_ids),
+            "cluster_ids_new": int(rep.new_ids),
             "largest_cluster": rep.sizes[0] if rep.sizes else 0,
-            "size_histogram": dg.MetadataValue.json(rep.size_histogram()),
+            "size_histogram": dg.MetadataValue.md(_histogram_table(rep.size_histogram())),
             "size_plot": dg.MetadataValue.md(f"![cluster sizes](data:image/png;base64,{png})"),
             "seconds": round(rep.seconds, 2),
         }

@@ -32,7 +32,7 @@ def _progress(context: dg.AssetExecutionContext, what: str):
 @dg.asset(
     partitions_def=photo_batches,
     group_name="ingest",
-    kinds={"python", "onnx", "sqlite"},
+    kinds={"python", "onnx", "sql"},
     description="Every face in the batch's photos: boxes, landmarks, detector score; bad photos recorded with a reason.",
 )
 def face_detections(context: dg.AssetExecutionContext, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
@@ -40,15 +40,15 @@ def face_detections(context: dg.AssetExecutionContext, face_pipeline: FacePipeli
     rep = ingest.detect_batch(settings, context.partition_key, face_pipeline.models(), _progress(context, "photos"))
     return dg.MaterializeResult(
         metadata={
-            "photos": rep.photos,
-            "faces": rep.faces,
-            "photos_with_faces": rep.ok,
-            "photos_without_faces": rep.no_faces,
-            "duplicates": rep.duplicates,
-            "failures": rep.failed,
+            "photos": int(rep.photos),
+            "faces": int(rep.faces),
+            "photos_with_faces": int(rep.ok),
+            "photos_without_faces": int(rep.no_faces),
+            "duplicates": int(rep.duplicates),
+            "failures": int(rep.failed),
             "failure_reasons": dg.MetadataValue.md(_failures_table(rep.failures)),
             "skipped_files": dg.MetadataValue.json(rep.skipped),
-            "faces_removed": rep.faces_removed,
+            "faces_removed": int(rep.faces_removed),
             "photos_per_s": round(rep.photos_per_s, 2),
             "seconds": round(rep.seconds, 2),
         }
@@ -71,10 +71,10 @@ def face_embeddings(context: dg.AssetExecutionContext, face_pipeline: FacePipeli
         sync_payloads(settings, store)
     return dg.MaterializeResult(
         metadata={
-            "faces": rep.faces,
+            "faces": int(rep.faces),
             "faces_per_s": round(rep.faces_per_s, 2),
             "mean_quality": round(rep.mean_quality, 3),
-            "low_quality_faces": rep.low_quality,
+            "low_quality_faces": int(rep.low_quality),
             "model": rep.model,
             "seconds": round(rep.seconds, 2),
         }
