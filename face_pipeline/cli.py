@@ -105,6 +105,7 @@ def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | No
                 raise_on_error=False,
                 run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": level}}}},
             )
+    _report_failed_checks(result)
     if not result.success and not (failure_is_an_answer and failure_is_an_answer(result)):
         failure = next((e for e in result.all_events if e.is_failure and e.event_specific_data is not None), None)
         detail = ""
@@ -114,7 +115,6 @@ def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | No
         if error is not None:
             detail = error.message.strip().splitlines()[-1]
         raise CliError(f"run {result.run_id[:8]} of {job_name} failed{': ' + detail if detail else ''}")
-    _report_failed_checks(result)
     return result
 
 
@@ -286,13 +286,16 @@ def export(
 def _require_ready(settings: Settings, with_store: bool) -> None:
     """Refuse (LibraryNotReady, with the doctor's message) to answer from a library whose copies are broken."""
     from face_pipeline.core.doctor import require_ready
-    from face_pipeline.core.vectors import FaceVectorStore, open_vector_client
+    from face_pipeline.core.vectors import FaceVectorStore, VectorStoreBusy, open_vector_client
 
-    if not with_store:
-        require_ready(settings)
-        return
-    with open_vector_client(settings) as client:
-        require_ready(settings, FaceVectorStore(client, settings.qdrant_collection))
+    if with_store:
+        try:
+            with open_vector_client(settings) as client:
+                require_ready(settings, FaceVectorStore(client, settings.qdrant_collection))
+            return
+        except VectorStoreBusy:  # a run holds the store: the command itself falls back to the embedding files
+            pass
+    require_ready(settings)
 
 
 @app.command()
@@ -341,7 +344,7 @@ def _organize_run_config(person_threshold, unknown_method, unknown_min_size, unk
 
 def _run_organize(run_config: dict) -> None:
     settings = _settings(runs_jobs=True)
-    _require_ready(settings, with_store=False)  # the run checks again (another process may break it meanwhile)
+    _require_ready(settings, with_store=True)  # the run checks again (another process may break it meanwhile)
     result = _run_job("organize_library", run_config=run_config)
     sa, uc = _materialization_metadata(result, "supervised_assignments"), _materialization_metadata(result, "unknown_clusters")
     if sa:

@@ -198,3 +198,34 @@ def _csv(home: Path, root: Path, name: str) -> Path:
     rc, _, err = _run(home, "export", "--out", str(out), cwd=root)
     assert rc == 0, err
     return out
+
+
+def test_a_damaged_library_is_refused_named_by_doctor_and_repaired(cli_library):
+    """Runs last: it breaks and repairs the shared library (labels must survive the repair)."""
+    home, root = cli_library["home"], cli_library["root"]
+    before = pd.read_csv(_csv(home, root, "labels_before.csv"), keep_default_na=False)
+    photo = next(cli_library["photos"].glob("*.jpg"))
+    rc, out, err = _run(home, "doctor", cwd=root)
+    assert rc == 0 and "library healthy" in out, (out, err)
+
+    shutil.rmtree(home / "qdrant")
+    for args in (("cluster",), ("search", str(photo)), ("export", "--out", str(root / "v.parquet"), "--with-embeddings")):
+        line = _one_line_error(*_run(home, *args, cwd=root))
+        assert "vector store has no collection" in line and "doctor --repair" in line, (args, line)
+    assert not (root / "v.parquet").exists()
+    rc, out, err = _run(home, "doctor", cwd=root)
+    assert rc == 1 and "problem: the vector store has no collection faces" in out, (out, err)
+
+    (home / "artifacts" / "batches" / "summer_2024" / "embeddings.npz").unlink()
+    rc, out, err = _run(home, "doctor", cwd=root)
+    assert rc == 1 and "embedding file" in out and "is missing" in out and "2 problem(s)" in out, out
+    line = _one_line_error(*_run(home, "find", str(photo), cwd=root))
+    assert "embedding file" in line and "summer_2024" in line
+
+    rc, out, err = _run(home, "doctor", "--repair", cwd=root)
+    assert rc == 0 and "embedding file rebuilt" in out and "vector store rebuilt" in out and "library healthy" in out, (out, err)
+    rc, out, err = _run(home, "cluster", cwd=root)
+    assert rc == 0, err
+    after = pd.read_csv(_csv(home, root, "labels_after.csv"), keep_default_na=False)
+    manual = before[before["assignment_source"] == "manual"][["face_id", "person_id"]].values.tolist()
+    assert manual and manual == after[after["assignment_source"] == "manual"][["face_id", "person_id"]].values.tolist()

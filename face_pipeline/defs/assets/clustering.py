@@ -128,7 +128,7 @@ def sql_and_qdrant_agree(face_pipeline: FacePipelineResource) -> dg.AssetCheckRe
     return dg.AssetCheckResult(passed=report.agree, metadata=report.as_metadata())
 
 
-@dg.asset_check(asset=unknown_clusters, description="The doctor: SQL, the embedding files and the vector store agree "
+@dg.asset_check(asset=unknown_clusters, blocking=True, description="The doctor: SQL, the embedding files and the vector store agree "
                 "(ids, counts, a sample of vectors); fix with `face-pipeline doctor --repair`.")
 def library_copies_agree(face_pipeline: FacePipelineResource) -> dg.AssetCheckResult:
     settings = face_pipeline.settings()
