@@ -630,7 +630,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 def main() -> None:
     """Console-script entry point: one-line errors and a non-zero exit code instead of tracebacks."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns a typer.Exit's code here instead of raising it
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except CliError as exc:
         err.print(f"error: {exc}", soft_wrap=True, markup=False, highlight=False)  # one line, even in a pipe
         sys.exit(1)
