@@ -191,7 +191,7 @@ def ingest(
     """Register PHOTOS_DIR as a batch and materialise its face detections and embeddings."""
     from face_pipeline.core.inbox import validate_batch_name
     from face_pipeline.core.ingest import batch_for_folder
-    from face_pipeline.defs.partitions import photo_batches
+    from face_pipeline.defs.ingest.partitions import photo_batches
 
     if batch is not None:
         validate_batch_name(batch)  # before anything is written, even the home

@@ -237,7 +237,7 @@ def repair(settings: Settings, store: FaceVectorStore, models_factory: Callable[
        vector store's vectors, else from the batch's aligned crops, else from the photos (stored landmarks);
     2. the vector store: created if missing, every face of SQL written from the files with its SQL payload,
        points SQL does not know deleted, differing vectors rewritten."""
-    from face_pipeline.core.ingest import face_payload
+    from face_pipeline.core.face_state import payload_of
 
     say = say or (lambda _m: None)
     t0 = time.perf_counter()
@@ -278,7 +278,7 @@ def repair(settings: Settings, store: FaceVectorStore, models_factory: Callable[
             vec_of = dict(zip(*got))
             for face in _batch_faces(settings, batch):
                 if face.face_id in vec_of:
-                    records.append(FaceRecord(face.face_id, vec_of[face.face_id], face_payload(face, batch)))
+                    records.append(FaceRecord(face.face_id, vec_of[face.face_id], payload_of(face, batch)))
         extra = [r.face_id for r in store.iter_records(with_vectors=False) if r.face_id not in sql_ids]
         store.delete(extra)
         store.upsert(records)

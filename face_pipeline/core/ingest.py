@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import delete, select
 
+from face_pipeline.core import face_state
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.errors import Conflict
 from face_pipeline.core.db.schema import (
@@ -295,7 +296,7 @@ def _write_detections(settings: Settings, batch: str, photo_rows: list[dict], fa
                 row = FaceInstance(face_id=f.face_id, image_id=f.image_id, batch=batch, face_index=f.face_index,
                                    x1=x1, y1=y1, x2=x2, y2=y2, landmarks=f.landmarks, det_score=f.det_score, embedded=False)
                 if f.face_id in comeback:
-                    row.person_id, row.assignment_source, row.person_confidence = comeback[f.face_id], SOURCE_MANUAL, 1.0
+                    face_state.assign(row, comeback[f.face_id], SOURCE_MANUAL)
                     s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="face_restored", face_id=f.face_id, to_person=comeback[f.face_id],
                                               reason="the photo came back: its manual label is restored"))
                 s.add(row)
@@ -343,20 +344,6 @@ def _write_crops(settings: Settings, batch: str, faces: list[_FaceRow], crops: l
         log.exception("could not write detections.parquet for %s", batch)
 
 
-def face_payload(face: FaceInstance, batch: str) -> dict:
-    """The Qdrant payload of one face, always built from the SQL row (SQL is the source of truth)."""
-    return {
-        "face_id": face.face_id,
-        "image_id": face.image_id,
-        "bbox": [round(face.x1, 1), round(face.y1, 1), round(face.x2, 1), round(face.y2, 1)],
-        "person_id": face.person_id,
-        "person_confidence": face.person_confidence,
-        "det_score": round(face.det_score, 4),
-        "quality_score": face.quality_score,
-        "batch": batch,
-    }
-
-
 def embed_batch(settings: Settings, batch: str, models: FaceModels, store: FaceVectorStore, progress: Progress | None = None) -> EmbeddingReport:
     """Embed the batch's crops, record quality in SQL and replace the batch's points in Qdrant."""
     t0 = time.perf_counter()
@@ -395,7 +382,7 @@ def embed_batch(settings: Settings, batch: str, models: FaceModels, store: FaceV
             row.embedded = True
             row.payload_dirty = False
             qualities.append(row.quality_score)
-            records.append(FaceRecord(fid, vec, face_payload(row, batch)))
+            records.append(FaceRecord(fid, vec, face_state.payload_of(row, batch)))
         b = s.get(PhotoBatch, batch)
         b.status, b.embedded_at = "embedded", utcnow()
     fault_point("after_sql_commit")

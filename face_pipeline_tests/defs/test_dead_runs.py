@@ -12,7 +12,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.utils import make_new_run_id
 
 from face_pipeline.core.errors import LibraryNotReady
-from face_pipeline.defs.sensors import dead_run_sensor
+from face_pipeline.defs.automation.sensors import dead_run_sensor
 from face_pipeline.runs import QDRANT_POOL, pool_holders, record_run_worker, recover_dead_runs, wait_for_pool
 
 

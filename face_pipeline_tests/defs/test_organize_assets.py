@@ -22,14 +22,14 @@ from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import SOURCE_AUTO, SOURCE_MANUAL, FaceInstance, Person, Photo
 from face_pipeline.core.ingest import register_batch
 from face_pipeline.core.vectors import FaceVectorStore, open_vector_client
-from face_pipeline.defs.assets.clustering import (
+from face_pipeline.defs.organize.assets import (
     no_person_twice_in_a_photo,
     sql_and_qdrant_agree,
     supervised_assignments,
     unknown_clusters,
 )
-from face_pipeline.defs.assets.ingest import face_detections, face_embeddings
-from face_pipeline.defs.partitions import photo_batches
+from face_pipeline.defs.ingest.assets import face_detections, face_embeddings
+from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 from face_pipeline.home import prepare_home
 from face_pipeline.settings import Settings
@@ -308,8 +308,8 @@ def test_run_config_overrides_take_effect(lib, settings, dagster_instance):
 
 
 def test_a_new_batch_is_organised_by_its_own_run_requested_when_ingest_succeeds(lib, settings, dagster_instance, tmp_path):
-    from face_pipeline.defs.assets.incremental import new_faces_organized
-    from face_pipeline.defs.sensors import organize_after_ingest
+    from face_pipeline.defs.ingest.incremental import new_faces_organized
+    from face_pipeline.defs.automation.sensors import organize_after_ingest
 
     known, unknown = lib.names[:3], lib.names[3:]
     label(settings, lib, 2, known)

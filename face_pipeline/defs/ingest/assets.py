@@ -6,7 +6,7 @@ import dagster as dg
 from face_pipeline.core import ingest
 from face_pipeline.core.progress import report_progress
 from face_pipeline.core.sync import sync_payloads
-from face_pipeline.defs.partitions import photo_batches
+from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 
 from face_pipeline.runs import QDRANT_POOL  # noqa: F401  (re-exported: the assets of other modules use it)

@@ -1,6 +1,6 @@
 """new_faces_organized: a freshly ingested batch's faces joined to known people and existing unknown clusters.
 
-Its own small run, requested by ``organize_after_ingest`` (defs/sensors.py) when an ingest run succeeds — not a
+Its own small run, requested by ``organize_after_ingest`` (defs/automation/sensors.py) when an ingest run succeeds — not a
 step of the ingest run, so ingest runs of different batches stay independent (the incremental step reads and
 writes library-wide state: people and clusters). The full re-assignment and re-clustering stay nightly and on
 label changes.
@@ -13,8 +13,8 @@ from face_pipeline.core import organize
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import FaceInstance
 from face_pipeline.core.sync import sync_payloads
-from face_pipeline.defs.assets.ingest import face_embeddings
-from face_pipeline.defs.partitions import photo_batches
+from face_pipeline.defs.ingest.assets import face_embeddings
+from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 from face_pipeline.runs import QDRANT_POOL
 

@@ -9,10 +9,10 @@ from face_pipeline.core.inbox import discover_batches
 from face_pipeline.core.errors import FacePipelineError
 from face_pipeline.core.ingest import batch_for_folder
 from face_pipeline.core.organize import human_label_changes_since
-from face_pipeline.defs.assets.clustering import organize_job
-from face_pipeline.defs.assets.incremental import organize_new_faces_job
-from face_pipeline.defs.assets.ingest import ingest_job
-from face_pipeline.defs.partitions import photo_batches
+from face_pipeline.defs.organize.assets import organize_job
+from face_pipeline.defs.ingest.assets import ingest_job
+from face_pipeline.defs.ingest.incremental import organize_new_faces_job
+from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 from face_pipeline.home import prepare_home
 from face_pipeline.runs import recover_dead_runs
