@@ -206,9 +206,12 @@ def test_naming_correcting_and_recognising_people(lib):
     with session_scope(settings.sql_url) as s:
         assert s.get(FaceRejection, (a3, alice)) is not None
 
-    # a full re-organisation respects the rejection
-    cli("cluster")
+    # a full re-organisation respects the rejection, and its summary counts what it says it counts
+    reorganised = cli("cluster")
     state = _state(settings)
+    auto = sum(1 for _, source, _ in state.values() if source == "auto")
+    human = sum(1 for _, source, _ in state.values() if source in ("manual", "cluster"))
+    assert re.search(rf"\d+ faces newly assigned, {auto} assigned automatically in all, {human} labelled by people", reorganised), reorganised
     assert state[a3][0] != "Alice" and [state[f][0] for f in faces[a][:3]] == ["Alice"] * 3
 
     # hide / rename, and recognising photos that are not in the library: Alice is found, an unnamed person is not
