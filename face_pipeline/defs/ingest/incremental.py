@@ -56,6 +56,5 @@ def new_faces_organized(context: dg.AssetExecutionContext, face_pipeline: FacePi
 organize_new_faces_job = dg.define_asset_job(
     "organize_new_faces",
     selection=[new_faces_organized],
-    partitions_def=photo_batches,
     description="Join one freshly ingested batch's faces to known people and existing unknown clusters.",
 )
