@@ -92,7 +92,9 @@ def _label(d: LabelledFaces, named: list[str], k: int, seed: int = 0) -> P.Split
 
 def _run(d: LabelledFaces, split: P.Split, **kw) -> tuple[naming.Naming, np.ndarray]:
     clusters = cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold, min_size=1, groups=d.photo.tolist())
+    fine = cluster_faces(d.X, SETTINGS.unknown_method, threshold=naming.FINE_LINK, min_size=1, groups=d.photo.tolist())
     res = naming.name_faces(d.X, split.human, groups=d.photo.tolist(), quality=kw.pop("quality", d.quality), clusters=clusters,
+                            fine_clusters=fine,
                             direct=SETTINGS.person_match_threshold, impostor=BARS.impostor, min_quality=SETTINGS.person_min_quality, **kw)
     return res, clusters
 
