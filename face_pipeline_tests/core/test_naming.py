@@ -226,3 +226,18 @@ def test_a_different_people_answer_splits_the_group_that_joined_them(lookalikes)
     joined = cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold, groups=d.photo.tolist(),
                            must_link=[(a, int(np.flatnonzero(labels != c)[0]))])
     assert joined.shape == labels.shape
+
+
+def test_the_recorded_impostor_bar_is_this_models_measurement():
+    """``naming.MODEL_BARS`` records, per model, the 99.99th percentile of the cosine between subject faces filed
+    under different names on lfw_dev. Measured again here on the cached embeddings of the shipped model: a new
+    model (or a changed detector/aligner) must get its own line, not inherit this one."""
+    try:
+        d = load_labelled("lfw_dev")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    q, top, _ = P.impostor_quantiles(d)
+    assert round(q[0.9999], 3) == BARS.impostor
+    assert round(q[0.99], 3) == BARS.impostor_p99 and round(q[0.999], 3) == BARS.impostor_p999
+    assert round(top, 3) == BARS.impostor_max
+    assert BARS.impostor < SETTINGS.person_match_threshold  # the direct bar sits above the impostor range
