@@ -172,7 +172,7 @@ def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | N
     overrides the link (the stricter second clustering of rule 5); it has no incremental form.
     """
     if rows is None:
-        return cluster_mod.cluster_faces(lib.X, settings.unknown_method, threshold=threshold or settings.unknown_threshold, min_size=1,
+        return cluster_mod.cluster_faces(lib.X, settings.unknown_method, threshold=threshold or settings.unknown_threshold, min_size=2,
                                          k=settings.unknown_knn, groups=lib.image_ids, seed=0, must_link=must, cannot_link=cannot)
     new = set(rows)
     names = [None if i in new else (lib.person_ids[i] or (c if face_state.is_unknown_cluster(c := lib.cluster_ids[i]) else None))
@@ -341,7 +341,7 @@ def cluster_unknown(
     labels = np.full(len(rows), -1, dtype=np.int64)
     if len(rows) >= 2:
         everyone = cluster_mod.cluster_faces(
-            lib.X, method, threshold=threshold, min_size=1, k=settings.unknown_knn, groups=lib.image_ids, seed=0,
+            lib.X, method, threshold=threshold, min_size=min(2, max(1, min_size)), k=settings.unknown_knn, groups=lib.image_ids, seed=0,
             must_link=_queue_pairs(settings, lib, "must_link_pairs"), cannot_link=_queue_pairs(settings, lib, "cannot_link_pairs"),
         )
         named = np.array([p is not None for p in lib.person_ids], dtype=bool)

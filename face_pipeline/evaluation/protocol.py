@@ -160,7 +160,7 @@ def cluster_everyone(d: LabelledFaces, cfg: OursConfig | None = None, threshold:
 
     cfg = _defaults(cfg or OursConfig())
     t0 = time.perf_counter()
-    labels = cluster_faces(d.X, cfg.method, threshold=threshold or cfg.threshold, min_size=1, groups=d.photo.tolist(), seed=0)
+    labels = cluster_faces(d.X, cfg.method, threshold=threshold or cfg.threshold, min_size=2, groups=d.photo.tolist(), seed=0)
     return labels, time.perf_counter() - t0
 
 

@@ -91,8 +91,8 @@ def _label(d: LabelledFaces, named: list[str], k: int, seed: int = 0) -> P.Split
 
 
 def _run(d: LabelledFaces, split: P.Split, **kw) -> tuple[naming.Naming, np.ndarray]:
-    clusters = cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold, min_size=1, groups=d.photo.tolist())
-    fine = cluster_faces(d.X, SETTINGS.unknown_method, threshold=naming.FINE_LINK, min_size=1, groups=d.photo.tolist())
+    clusters = cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold, min_size=2, groups=d.photo.tolist())
+    fine = cluster_faces(d.X, SETTINGS.unknown_method, threshold=naming.FINE_LINK, min_size=2, groups=d.photo.tolist())
     res = naming.name_faces(d.X, split.human, groups=d.photo.tolist(), quality=kw.pop("quality", d.quality), clusters=clusters,
                             fine_clusters=fine,
                             direct=SETTINGS.person_match_threshold, impostor=BARS.impostor, min_quality=SETTINGS.person_min_quality, **kw)
@@ -211,7 +211,7 @@ def test_labels_never_change_how_unnamed_faces_are_grouped(lookalikes):
     np.testing.assert_array_equal(same_with, same_without)
     # ...and the clustering itself is a function of the faces and the photos only.
     np.testing.assert_array_equal(clusters, cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold,
-                                                          min_size=1, groups=d.photo.tolist()))
+                                                          min_size=2, groups=d.photo.tolist()))
 
 
 def test_a_different_people_answer_splits_the_group_that_joined_them(lookalikes):
