@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import select
 
-from face_pipeline.core import ingest, labels, organize
+from face_pipeline.core import face_state, ingest, labels, organize
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import FaceInstance, Person, Photo
 from face_pipeline.core.embedding_files import load_embeddings
@@ -217,7 +217,7 @@ def evaluate(
             pred.append(("person", names.get(pid, pid)))
             assigned.append(names.get(pid, pid))
             noise.append(False)
-        elif cid and cid.startswith(organize.CLUSTER_PREFIX):
+        elif face_state.is_unknown_cluster(cid):
             pred.append(("cluster", cid))
             assigned.append(None)
             noise.append(False)
