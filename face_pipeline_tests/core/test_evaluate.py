@@ -57,7 +57,6 @@ def test_protocol_is_the_documented_one(report):
 
 def test_assignment_precision_and_recall_floors(report):
     ours = report.ours
-    assert ours.unknown_false_rate == 0.0, report.table()
     assert ours.assign_precision >= PRECISION_FLOOR, report.table()
     assert ours.assign_recall >= RECALL_FLOOR, report.table()
     assert ours.unknown_false_rate == 0.0, report.table()  # no stranger / unknown person given a known name
