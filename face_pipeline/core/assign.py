@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Hashable, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 STRATEGIES = ("centroid", "exemplar", "hybrid")
 
@@ -299,6 +298,8 @@ def _match_group(gain: np.ndarray, valid: np.ndarray) -> np.ndarray:
     # Tiny bonus so a pair exactly at the threshold (gain 0) still beats staying unassigned.
     cost[:, : len(cols)] = np.where(sub_valid, -(gain[:, cols] + 1e-9), _FORBIDDEN)
     cost[np.arange(n), len(cols) + np.arange(n)] = 0.0
+    from scipy.optimize import linear_sum_assignment  # imported on first use: scipy costs ~0.5 s to import
+
     r, c = linear_sum_assignment(cost)
     for row, col in zip(r, c):
         if col < len(cols) and sub_valid[row, col]:

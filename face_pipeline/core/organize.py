@@ -148,14 +148,8 @@ def _human_index(lib: Library) -> tuple[np.ndarray, list[str]]:
 
 
 def _queue_pairs(settings: Settings, lib: Library, which: str) -> list[tuple[int, int]]:
-    """Row pairs from people's answers in the suggestion queue (``cannot_link_pairs`` / ``must_link_pairs``).
-
-    Temporary bridge: the queue functions land with the suggestion-queue work; until they are on main this
-    returns no pairs (``hasattr`` guard). Remove the guard once they are.
-    """
-    fn = getattr(suggestions_mod, which, None)
-    if fn is None:
-        return []
+    """Row pairs from people's answers in the suggestion queue (``cannot_link_pairs`` / ``must_link_pairs``)."""
+    fn = {"cannot_link_pairs": suggestions_mod.cannot_link_pairs, "must_link_pairs": suggestions_mod.must_link_pairs}[which]
     pos = {f: i for i, f in enumerate(lib.face_ids)}
     with session_scope(settings.sql_url) as s:
         pairs = fn(s)
@@ -258,13 +252,7 @@ def _suggestion(lib: Library, persons: list[str], r: naming.RawSuggestion) -> Su
 
 def _store_suggestions(settings: Settings, suggestions: list[Suggestion]) -> None:
     """Hand this run's suggestions to the queue, which replaces the open automation-made ones, keeps answered
-    ones and never re-proposes rejected ones.
-
-    Temporary bridge: ``replace_pipeline_suggestions`` lands with the suggestion-queue work; until it is on main
-    the suggestions live only on the report (``hasattr`` guard). Remove the guard once it is.
-    """
-    if not hasattr(suggestions_mod, "replace_pipeline_suggestions"):
-        return
+    ones and never re-proposes rejected ones."""
     with session_scope(settings.sql_url) as s:
         suggestions_mod.replace_pipeline_suggestions(s, suggestions)
 
