@@ -685,15 +685,17 @@ def _shape_of_row(row: SuggestionRecord) -> str:
 
 
 @contextmanager
-def _one_vector_client(settings: Settings) -> Iterator[None]:
-    """Hold the vector store open while several label operations run, so their payload syncs share one client
-    (the client is shared within the process) instead of opening the store once per face. Busy or down: the
-    operations run anyway and leave their faces dirty, as they always do."""
+def _one_vector_client(settings: Settings, syncs: int) -> Iterator[None]:
+    """Hold the vector store open while label operations that each push a payload run (``syncs`` of them), so
+    they share one client (the client is shared within the process) instead of opening the store once per face.
+    Not opened for one push or none: opening a large local store costs more than the label itself. Busy or down:
+    the operations run anyway and leave their faces dirty, as they always do."""
     from face_pipeline.core.vectors import open_vector_client
 
     with ExitStack() as stack:
         try:
-            stack.enter_context(open_vector_client(settings))
+            if syncs > 1:
+                stack.enter_context(open_vector_client(settings))
         except Exception as exc:  # VectorStoreBusy, a server down: the label operations handle it themselves
             log.info("vector store not held for this answer: %s", exc)
         yield
@@ -760,7 +762,7 @@ def _label_group(settings: Settings, face_ids: list[str], cluster_id: str | None
             chosen.append(group[0].face_id)
             conflicts.extend(f.face_id for f in group[1:])
     results = []
-    with _one_vector_client(settings):
+    with _one_vector_client(settings, len(chosen)):
         for fid in sorted(chosen):
             r = labels.label_face(settings, fid, person_ref, actor=actor, reason=reason)
             person_ref = r.person_id or person_ref  # a new name is created once, then referred to by id
@@ -893,7 +895,10 @@ def reject_suggestion(settings: Settings, suggestion_id: int, *, actor: str = "u
     reason = f"suggestion {plan.id}"
     answer: dict = {"answer": "no"}
     if plan.shape == SHAPE_TO_PERSON:
-        with _one_vector_client(settings):
+        with session_scope(settings.sql_url) as s:  # faces that have the person lose it: those payloads change
+            holding = sum(1 for chunk in _chunks(plan.faces) for _ in s.scalars(select(FaceInstance.face_id).where(
+                FaceInstance.face_id.in_(chunk), FaceInstance.person_id == plan.person_id)))
+        with _one_vector_client(settings, holding):
             results = [labels.reject_face(settings, fid, plan.person_id, actor=actor, reason=reason) for fid in plan.faces]
         res = _combined("reject_suggestion", results, plan.person_id)
         answer.update(faces=len(plan.faces))
