@@ -415,6 +415,7 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
         else:  # no longer asked (or a duplicate): superseded
             row.status, row.answered_at, row.actor = SUGGESTION_STALE, now, PIPELINE_ACTOR
     new: list[tuple[SuggestionRecord, Suggestion]] = []
+    confirmed: list[int] = []
     for fp, y in kept.items():
         row = existing.get(fp)
         values = dict(score=float(y.score), bar=float(y.bar), priority=float(priority[fp]), cluster_id=y.cluster_id,
@@ -423,13 +424,16 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
             for k, v in values.items():
                 if getattr(row, k) != v:
                     setattr(row, k, v)
-            row.updated_at = now
+            confirmed.append(row.id)
             continue
         new.append((SuggestionRecord(kind=y.kind, status=SUGGESTION_OPEN, fingerprint=fp, source=PIPELINE_ACTOR, person_id=y.person_id,
                                      other_person_id=y.other_person_id, faces=len(y.face_ids), other_faces=len(y.other_face_ids),
                                      created_at=now, updated_at=now, **values), y))
     s.add_all([row for row, _ in new])
     s.flush()  # one batched INSERT … RETURNING: the ids, before the faces point at them
+    for chunk in _chunks(confirmed, 5000):  # one statement, not an UPDATE per unchanged question
+        s.execute(update(SuggestionRecord).where(SuggestionRecord.id.in_(chunk)).values(updated_at=now)
+                  .execution_options(synchronize_session=False))
     face_rows = [dict(suggestion_id=row.id, face_id=f, side=side) for row, y in new
                  for side, fids in ((0, y.face_ids), (1, y.other_face_ids)) for f in fids]
     for chunk in _chunks(face_rows, 5000):
