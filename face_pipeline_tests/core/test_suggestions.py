@@ -498,3 +498,18 @@ def test_organise_never_asks_or_names_again_after_a_no(settings, tpl, tmp_path, 
                 if q.person and q.person.person_id == tpl.alice and f[0][2] in {x.face_id for x in q.faces}]
     organize.supervised_assignment(settings)  # the default bar: the "no" holds
     assert face(settings, f[0][2]).person_id != tpl.alice
+
+
+def test_a_name_chooses_who_a_merge_keeps(settings, tpl):
+    f = tpl.faces
+    dave = labels.label_face(settings, f[3][0], "Dave", actor="tester").person_id
+    labels.label_face(settings, f[3][1], dave, actor="tester")
+    dan = labels.label_face(settings, f[3][2], "Dan", actor="tester").person_id
+    store(settings, [Suggestion("same_person", (), person_id=dave, other_person_id=dan, score=0.5, bar=0.6)])
+    (q,) = sg.list_suggestions(settings)
+    with pytest.raises(InvalidInput):
+        sg.accept_suggestion(settings, q.id, name="Alice")  # neither of the two
+    res = sg.accept_suggestion(settings, q.id, name="Dan", actor="tester")  # the smaller one keeps the name
+    assert res.person_id == dan and sorted(res.changed) == sorted(f[3][:2])
+    with session_scope(settings.sql_url) as s:
+        assert s.get(Person, dave).merged_into == dan
