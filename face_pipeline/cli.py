@@ -51,7 +51,7 @@ def _instance():
 
 
 def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | None = None, run_config: dict | None = None,
-             failure_is_an_answer=None) -> None:
+             failure_is_an_answer=None, run_id: str | None = None) -> None:
     """Execute a job of the code location in this process, recorded in the home's Dagster instance.
 
     ``failure_is_an_answer(result)`` may say that a failed run is an expected outcome (the training gate refusing a
@@ -63,6 +63,7 @@ def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | No
         result = job.execute_in_process(
             instance=instance,
             partition_key=partition_key,
+            run_id=run_id,  # [web] serve returns the id before its worker executes the run
             tags=tags or {},
             raise_on_error=False,
             run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": "INFO"}}}},
@@ -425,6 +426,9 @@ def evaluate(
         f"same-photo conflicts: {rep.same_photo_conflicts}, {rep.seconds:.1f}s"
     )
     console.print(rep.table(), highlight=False, soft_wrap=True)
+
+
+from face_pipeline.cli_web import register as _register_web; _register_web(app)  # noqa: E402,E702 [web] `serve`
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
