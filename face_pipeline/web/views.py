@@ -21,6 +21,7 @@ from face_pipeline.core.db.schema import (
     ProjectionHead,
 )
 from face_pipeline.core.errors import Conflict
+from face_pipeline.core.face_state import is_person_id
 from face_pipeline.settings import Settings
 
 CHUNK = 500
@@ -120,7 +121,7 @@ def person_names(settings: Settings) -> list[dict[str, str]]:
 def check_cluster_name(settings: Settings, cluster_id: str, name: str, merge: bool) -> None:
     """Naming a cluster with a name somebody already has must ask, not silently merge: raise Conflict unless the
     caller said ``merge`` (or passed the person id, or the cluster is already partly that person's)."""
-    if merge or labels.PERSON_ID_RE.fullmatch((name or "").strip()):
+    if merge or is_person_id((name or "").strip()):
         return
     clean = " ".join((name or "").split())
     if not clean:
