@@ -50,7 +50,7 @@ def index(request: Request, people_offset: int = 0, clusters_offset: int = 0, mi
         except FacePipelineError as exc:
             review_error = str(exc)
     ctx.update(
-        people=views.people(settings, limit=120, offset=people_offset),
+        people=views.people(settings, limit=120, offset=people_offset, with_sources=False),
         clusters=views.clusters(settings, min_size=min_size, limit=30, offset=clusters_offset, strip=20),
         names=views.person_names(settings),
         events=views.events(settings, limit=15),

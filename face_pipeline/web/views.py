@@ -7,21 +7,23 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
-from face_pipeline.core import labels, report
+from face_pipeline.core import labels
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import (
     HUMAN_SOURCES,
     PERSON_ACTIVE,
     PERSON_HIDDEN,
+    SOURCE_AUTO,
     FaceAssignmentEvent,
     FaceInstance,
     Person,
+    Photo,
     ProjectionHead,
 )
 from face_pipeline.core.errors import Conflict
-from face_pipeline.core.face_state import is_person_id
+from face_pipeline.core.face_state import UNKNOWN_CLUSTER_PREFIX, is_person_id
 from face_pipeline.settings import Settings
 
 CHUNK = 500
@@ -47,21 +49,61 @@ def face_dict(r) -> dict[str, Any]:
             "bbox": [round(r.x1, 1), round(r.y1, 1), round(r.x2, 1), round(r.y2, 1)]}
 
 
-def people(settings: Settings, limit: int = 100, offset: int = 0, include_hidden: bool = False) -> dict[str, Any]:
-    """A page of people (sorted as ``labels.list_persons``) with their counts and a cover face each."""
-    everyone = labels.list_persons(settings, include_hidden=include_hidden)
-    page = everyone[offset : offset + limit]
-    covers: dict[str, str] = {}
-    if page:
-        with session_scope(settings.sql_url) as s:
-            by_person = defaultdict(list)
-            for r in _faces_where(s, FaceInstance.person_id, [p.person_id for p in page]):
-                by_person[r.person_id].append(r)
-        covers = {pid: _best_first(rows)[0].face_id for pid, rows in by_person.items()}
+# Best face first (human label, quality, detector score, id): the order of _best_first, for the database.
+_BEST_ORDER = (case((FaceInstance.assignment_source.in_(HUMAN_SOURCES), 0), else_=1),
+               func.coalesce(FaceInstance.quality_score, -1.0).desc(), func.coalesce(FaceInstance.det_score, 0.0).desc(),
+               FaceInstance.face_id)
+
+
+def _best_rank(partition):
+    """ROW_NUMBER over ``partition`` in _BEST_ORDER, so a page never loads every face of every cluster."""
+    return func.row_number().over(partition_by=partition, order_by=_BEST_ORDER)
+
+
+def _top_faces(s, column, values: list[str], n: int) -> dict[str, list[str]]:
+    """The ``n`` best face ids per value of ``column`` (a person or a cluster), in one query per chunk."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for i in range(0, len(values), CHUNK):
+        ranked = (select(column.label("key"), FaceInstance.face_id, _best_rank(column).label("rank"))
+                  .where(column.in_(values[i : i + CHUNK])).subquery())
+        for key, face_id in s.execute(select(ranked.c.key, ranked.c.face_id).where(ranked.c.rank <= n)
+                                      .order_by(ranked.c.key, ranked.c.rank)):
+            out[key].append(face_id)
+    return out
+
+
+def _covers(s, person_ids: list[str]) -> dict[str, str]:
+    """Each person's best face (cover), one indexed look-up per person: cheaper than ranking all their faces."""
+    best = (select(FaceInstance.face_id).where(FaceInstance.person_id == Person.person_id)
+            .order_by(*_BEST_ORDER).limit(1).correlate(Person).scalar_subquery())
+    out: dict[str, str] = {}
+    for i in range(0, len(person_ids), CHUNK):
+        out.update({pid: fid for pid, fid in s.execute(select(Person.person_id, best).where(Person.person_id.in_(person_ids[i : i + CHUNK]))) if fid})
+    return out
+
+
+def people(settings: Settings, limit: int = 100, offset: int = 0, include_hidden: bool = False,
+           with_sources: bool = True) -> dict[str, Any]:
+    """A page of people sorted as ``labels.list_persons`` (name case-insensitively, then id) with their face counts
+    (by source when asked) and a cover face each; aggregated in SQL for the page only, because the people page
+    must stay fast on a large library."""
+    statuses = (PERSON_ACTIVE, PERSON_HIDDEN) if include_hidden else (PERSON_ACTIVE,)
+    with session_scope(settings.sql_url) as s:
+        persons = s.execute(select(Person.person_id, Person.name, Person.status).where(Person.status.in_(statuses))).all()
+        persons = sorted(persons, key=lambda p: (p.name.casefold(), p.name, p.person_id))
+        page = persons[offset : offset + limit]
+        ids = [p.person_id for p in page]
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        by = (FaceInstance.person_id, FaceInstance.assignment_source) if with_sources else (FaceInstance.person_id,)
+        for i in range(0, len(ids), CHUNK):
+            for row in s.execute(select(*by, func.count()).where(FaceInstance.person_id.in_(ids[i : i + CHUNK])).group_by(*by)):
+                counts[row[0]][(row[1] or "unknown") if with_sources else "all"] = row[-1]
+        covers = _covers(s, ids)
     return {
-        "total": len(everyone), "limit": limit, "offset": offset,
-        "items": [{"person_id": p.person_id, "name": p.name, "status": p.status, "faces": p.faces,
-                   "faces_by_source": p.faces_by_source, "cover_face_id": covers.get(p.person_id)} for p in page],
+        "total": len(persons), "limit": limit, "offset": offset,
+        "items": [{"person_id": p.person_id, "name": p.name, "status": p.status, "faces": sum(counts[p.person_id].values()),
+                   "faces_by_source": dict(sorted(counts[p.person_id].items())) if with_sources else None,
+                   "cover_face_id": covers.get(p.person_id)} for p in page],
     }
 
 
@@ -81,32 +123,43 @@ def person(settings: Settings, ref: str, limit: int = 100, offset: int = 0) -> d
 
 def clusters(settings: Settings, include_labeled: bool = False, min_size: int = 2, limit: int = 50, offset: int = 0,
              strip: int = 20) -> dict[str, Any]:
-    """Unknown clusters largest first (noise singletons never: ``labels.list_clusters`` leaves them out, and
-    ``min_size`` drops small ones), each with a strip of its best faces; with ``include_labeled`` the named people
-    follow as clusters too (their cluster id is their person id)."""
-    items: list[dict[str, Any]] = [
-        {"cluster_id": c.cluster_id, "faces": c.faces, "person_id": c.person_id, "name": None, "labeled": False}
-        for c in labels.list_clusters(settings) if c.faces >= min_size
-    ]
-    if include_labeled:
-        items += [{"cluster_id": p.person_id, "faces": p.faces, "person_id": p.person_id, "name": p.name, "labeled": True}
-                  for p in sorted(labels.list_persons(settings), key=lambda p: (-p.faces, p.person_id)) if p.faces >= min_size]
-    page = items[offset : offset + limit]
-    unknown_ids = [c["cluster_id"] for c in page if not c["labeled"]]
-    person_ids = [c["cluster_id"] for c in page if c["labeled"]]
-    strips: dict[str, list] = defaultdict(list)
-    names: dict[str, str] = {}
+    """Unknown clusters (``unknown_cluster_*``, as ``labels.list_clusters``) largest first — noise singletons
+    never, and ``min_size`` drops small ones — each with a strip of its best faces; with ``include_labeled`` the
+    named people follow as clusters too (their cluster id is their person id). Counted in SQL."""
     with session_scope(settings.sql_url) as s:
-        for r in _faces_where(s, FaceInstance.cluster_id, unknown_ids):
-            strips[r.cluster_id].append(r)
-        for r in _faces_where(s, FaceInstance.person_id, person_ids):
-            strips[r.person_id].append(r)
-        partly = sorted({c["person_id"] for c in page if c["person_id"] and not c["labeled"]})
-        if partly:
-            names = dict(s.execute(select(Person.person_id, Person.name).where(Person.person_id.in_(partly))).all())
+        sizes = s.execute(select(FaceInstance.cluster_id, func.count().label("n"))
+                          .where(FaceInstance.cluster_id.startswith(UNKNOWN_CLUSTER_PREFIX, autoescape=True))
+                          .group_by(FaceInstance.cluster_id).having(func.count() >= min_size)).all()
+        items: list[dict[str, Any]] = [
+            {"cluster_id": cid, "faces": n, "person_id": None, "name": None, "labeled": False}
+            for cid, n in sorted(sizes, key=lambda r: (-r.n, r.cluster_id))
+        ]
+        if include_labeled:
+            named = s.execute(select(Person.person_id, Person.name, func.count(FaceInstance.face_id).label("n"))
+                              .join(FaceInstance, FaceInstance.person_id == Person.person_id)
+                              .where(Person.status == PERSON_ACTIVE).group_by(Person.person_id, Person.name)
+                              .having(func.count(FaceInstance.face_id) >= min_size)).all()
+            items += [{"cluster_id": pid, "faces": n, "person_id": pid, "name": name, "labeled": True}
+                      for pid, name, n in sorted(named, key=lambda r: (-r.n, r.person_id))]
+        page = items[offset : offset + limit]
+        unknown_ids = [c["cluster_id"] for c in page if not c["labeled"]]
+        strips = _top_faces(s, FaceInstance.cluster_id, unknown_ids, strip) if strip else {}
+        strips.update(_top_faces(s, FaceInstance.person_id, [c["cluster_id"] for c in page if c["labeled"]], strip) if strip else {})
+        # a partly labelled cluster: the person most of its labelled faces have
+        majority: dict[str, tuple[int, str]] = {}
+        for i in range(0, len(unknown_ids), CHUNK):
+            for cid, pid, n in s.execute(select(FaceInstance.cluster_id, FaceInstance.person_id, func.count())
+                                         .where(FaceInstance.cluster_id.in_(unknown_ids[i : i + CHUNK]), FaceInstance.person_id.is_not(None))
+                                         .group_by(FaceInstance.cluster_id, FaceInstance.person_id)):
+                if cid not in majority or (n, pid) > majority[cid]:
+                    majority[cid] = (n, pid)
+        names = {}
+        if majority:
+            names = dict(s.execute(select(Person.person_id, Person.name).where(Person.person_id.in_({p for _, p in majority.values()}))).all())
     for c in page:
-        c["face_ids"] = [r.face_id for r in _best_first(strips.get(c["cluster_id"], []))[:strip]]
-        if not c["labeled"] and c["person_id"]:
+        c["face_ids"] = strips.get(c["cluster_id"], [])
+        if not c["labeled"] and c["cluster_id"] in majority:
+            c["person_id"] = majority[c["cluster_id"]][1]
             c["name"] = names.get(c["person_id"])
     return {"total": len(items), "limit": limit, "offset": offset, "items": page}
 
@@ -164,20 +217,25 @@ def events(settings: Settings, limit: int = 50, offset: int = 0, since_id: int |
 
 
 def health(settings: Settings) -> dict[str, Any]:
-    """The design's dashboard: faces, named / suggested / unknown / noise counts, the latest training and its verdict."""
-    stats = report.library_stats(settings)
-    by_source = stats["faces_by_source"]
+    """The design's dashboard: faces, named / suggested / unknown / noise counts, the latest training and its verdict.
+    One pass over the faces (grouped by source and kind of cluster) instead of a query per number."""
+    kind = case((FaceInstance.cluster_id.like("unknown_cluster_%"), "cluster"), (FaceInstance.cluster_id.like("unknown_noise_%"), "noise"),
+                else_="other")
     with session_scope(settings.sql_url) as s:
+        rows = s.execute(select(FaceInstance.assignment_source, kind, func.count(),
+                                func.sum(case((FaceInstance.embedded.is_(True), 1), else_=0))).group_by(FaceInstance.assignment_source, kind)).all()
+        photos = s.scalar(select(func.count()).select_from(Photo)) or 0
+        persons = dict(s.execute(select(Person.status, func.count()).group_by(Person.status)).all())
+        clusters = s.scalar(select(func.count()).select_from(
+            select(FaceInstance.cluster_id).where(FaceInstance.cluster_id.like("unknown_cluster_%")).distinct().subquery())) or 0
         head = s.scalars(select(ProjectionHead).order_by(ProjectionHead.version.desc()).limit(1)).first()
-        in_clusters = s.scalar(select(func.count()).where(FaceInstance.person_id.is_(None),
-                                                          FaceInstance.cluster_id.like("unknown_cluster_%"))) or 0
-    named = sum(v for k, v in by_source.items() if k in HUMAN_SOURCES)
+    count = lambda pred: sum(n for src, k, n, _ in rows if pred(src, k))  # noqa: E731
     out = {
-        "photos": stats["photos"], "faces": stats["faces"], "faces_embedded": stats["faces_embedded"],
-        "named_by_people": named, "named_automatically": by_source.get("auto", 0),
-        "unknown_in_clusters": in_clusters, "unknown_clusters": stats["unknown_clusters"], "noise": stats["noise_faces"],
-        "unassigned": by_source.get("unassigned", 0), "persons": stats["persons"], "suggested": None,
-        "training": None,
+        "photos": photos, "faces": count(lambda *_: True), "faces_embedded": sum(e or 0 for *_, e in rows),
+        "named_by_people": count(lambda src, k: src in HUMAN_SOURCES), "named_automatically": count(lambda src, k: src == SOURCE_AUTO),
+        "unknown_in_clusters": count(lambda src, k: src is None and k == "cluster"), "unknown_clusters": clusters,
+        "noise": count(lambda src, k: src is None and k == "noise"), "unassigned": count(lambda src, k: src is None),
+        "persons": persons, "suggested": None, "training": None,
     }
     if head is not None:
         metrics = head.metrics or {}
