@@ -183,7 +183,9 @@ def main() -> None:
         page_after = [timed(base + "/")[0] for _ in range(args.repeat)]
         rows.append(("people page after labelling", *stats(page_after), "≤ 300", ""))
 
-        print(f"\nlibrary: {args.faces} faces, 400 people, {n_clusters} unknown clusters (largest {n_big} faces on 12 MP photos), "
+        load = os.getloadavg()
+        print(f"\nload average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) on {os.cpu_count()} CPUs")
+        print(f"library: {args.faces} faces, 400 people, {n_clusters} unknown clusters (largest {n_big} faces on 12 MP photos), "
               f"built in {build_s:.1f} s; {os.cpu_count()} CPUs; {args.repeat} requests per row\n")
         print(f"| {'measurement':<38} | {'median ms':>9} | {'p95 ms':>8} | {'target':>6} | notes")
         print(f"|{'-' * 40}|{'-' * 11}|{'-' * 10}|{'-' * 8}|------")

@@ -47,9 +47,17 @@ def _with_names(settings: Settings, items: list[dict[str, Any]]) -> list[dict[st
     if pids:
         with session_scope(settings.sql_url) as s:
             names = dict(s.execute(select(Person.person_id, Person.name).where(Person.person_id.in_(pids))).all())
+    covers: dict[str, str] = {}
+    if pids:
+        from face_pipeline.web.views import _covers
+
+        with session_scope(settings.sql_url) as s:
+            covers = _covers(s, pids)
     for i in items:
         i["person_name"] = names.get(i.get("person_id"))
         i["other_person_name"] = names.get(i.get("other_person_id"))
+        i["person_cover_face_id"] = covers.get(i.get("person_id"))
+        i["other_person_cover_face_id"] = covers.get(i.get("other_person_id"))
     return items
 
 

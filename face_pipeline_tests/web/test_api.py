@@ -483,3 +483,32 @@ def test_runs_launched_from_the_web_appear_in_the_dagster_instance(api):
         run = instance.get_run_by_id(run_id)
         assert run is not None and run.job_name == "organize_library" and run.is_success
     assert ok(api.get("/runs/latest"))["run"]["run_id"] == run_id
+
+
+def _wait_run(api: Api, run_id: str, timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
+    status: dict = {}
+    while time.time() < deadline:
+        status = ok(api.get(f"/runs/{run_id}"))
+        if status["status"] in ("SUCCESS", "FAILURE", "CANCELED", "UNKNOWN"):
+            return status
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} did not finish: {status}")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the run path is the same on PostgreSQL (see the organize run test)
+def test_training_launched_from_the_web(api, web_library):
+    import dagster as dg
+
+    _named(api, web_library)
+    err(api.post("/faces/train", {"epochs": 0}, token="admin"), 400)
+    err(api.post("/faces/train", {"epochs": 3}, token="user"), 403)
+    launched = ok(api.post("/faces/train", {"epochs": 3}, token="admin"), 202)
+    assert launched["job"] == "train_projection"
+    status = _wait_run(api, launched["run_id"])
+    with dg.DagsterInstance.from_config(str(api.settings.dagster_home)) as instance:
+        run = instance.get_run_by_id(launched["run_id"])
+        assert run is not None and run.job_name == "train_projection"
+    # three people with four labelled faces each: a head is trained; the gate decides whether it goes live
+    training = ok(api.get("/health"))["training"]
+    assert training is not None and training["verdict"] in ("promoted and live", "promoted", "not promoted"), (status, training)
