@@ -123,6 +123,29 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error ({type(exc).__name__}); see the server log", "InternalError")
 
 
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the files shipped in the ``fastapi-offline`` wheel (no CDN: the library's machine
+    may be offline); FastAPI's CDN page only if that package is missing."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    try:
+        import fastapi_offline
+
+        assets = Path(fastapi_offline.__file__).parent / "static"
+    except ImportError:  # pragma: no cover - declared dependency
+        assets = None
+    if assets is not None and (assets / "swagger-ui-bundle.js").is_file():
+        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+        js, css = "/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"
+    else:
+        js = css = None
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        kw = {"swagger_js_url": js, "swagger_css_url": css} if js else {}
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title + " — API", swagger_favicon_url="", **kw)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The factory
 # ----------------------------------------------------------------------------------------------------------------
@@ -147,7 +170,7 @@ def create_app(settings: Settings | None = None, *, launcher: RunLauncher | None
         version="1",
         description="Name people, fix mistakes and look at faces. Reads are open on loopback; every change needs "
         "a bearer token (FACE_WEB_TOKEN); training, re-clustering and deleting people need the admin token.",
-        docs_url="/docs",
+        docs_url=None,  # served below from local files: the docs must work without the network
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -175,6 +198,7 @@ def create_app(settings: Settings | None = None, *, launcher: RunLauncher | None
                                         "frame-ancestors 'none'; form-action 'self'")
         return response
 
+    _install_docs(app)
     app.include_router(routes_api.router, prefix=API_PREFIX)
     app.include_router(routes_page.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -164,3 +164,8 @@ def test_name_a_cluster_in_the_browser(served, browser):
     out = subprocess.run([str(CLI), "persons"], env=_env(home), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert NAME in out.stdout
+
+    # the API docs render from local files (this browser has no network): Swagger UI lists the operations
+    browser.get(base + "/docs")
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= 20)
+    assert "/api/v1/faces/clusters/{cluster_id}/label" in browser.page_source
