@@ -33,6 +33,28 @@ def _latest_run(request: Request) -> dict | None:
         return None
 
 
+def _grouped(events: list[dict], limit: int = 12) -> list[dict]:
+    """Consecutive events of one operation (same action, actor, persons and cluster, e.g. the faces of a named
+    cluster) shown as one line with a few faces and a count; undo undoes each of its undoable events."""
+    out: list[dict] = []
+    for e in events:
+        key = (e["action"], e["actor"], e["from_person"], e["to_person"], e["cluster_id"], e["face_id"] is None)
+        if out and out[-1]["key"] == key and not key[-1]:
+            g = out[-1]
+        else:
+            if len(out) == limit:
+                break
+            g = {**e, "key": key, "face_ids": [], "count": 0, "undo_ids": []}
+            out.append(g)
+        if e["face_id"]:
+            g["count"] += 1
+            if len(g["face_ids"]) < 4:
+                g["face_ids"].append(e["face_id"])
+        if e["can_undo"]:
+            g["undo_ids"].append(e["id"])
+    return out
+
+
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request, people_offset: int = 0, clusters_offset: int = 0, min_size: int = 2,
           caller: Caller = Depends(current_caller)):
@@ -53,7 +75,7 @@ def index(request: Request, people_offset: int = 0, clusters_offset: int = 0, mi
         people=views.people(settings, limit=120, offset=people_offset, with_sources=False),
         clusters=views.clusters(settings, min_size=min_size, limit=30, offset=clusters_offset, strip=20),
         names=views.person_names(settings),
-        events=views.events(settings, limit=15),
+        changes=_grouped(views.events(settings, limit=200)["items"]),
         health=views.health(settings),
         run=_latest_run(request),
         review=review, merges=merges, review_error=review_error, suggestions_available=suggestions_api.available(),

@@ -131,7 +131,10 @@ document.addEventListener("keydown", (ev) => {
 
 // ---- recent changes ------------------------------------------------------------------------------------------
 for (const button of document.querySelectorAll("button.undo")) {
-  button.addEventListener("click", () => act(() => api("POST", "/events/" + enc(button.dataset.eventId) + "/undo")));
+  // newest first, so a later change is undone before the one it followed
+  button.addEventListener("click", () => act(async () => {
+    let last; for (const id of button.dataset.eventIds.split(",")) last = await api("POST", "/events/" + enc(id) + "/undo"); return last;
+  }));
 }
 
 // ---- runs (admin) ------------------------------------------------------------------------------------------
