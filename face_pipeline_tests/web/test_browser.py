@@ -1,7 +1,8 @@
 """A real browser on the served app: ``face-pipeline serve`` (a real subprocess, uvicorn) on the sample library,
 headless Chromium driven by selenium. The browser signs in with the token, names a cluster by typing and clicking,
-then names a second cluster with the same name and answers the "already exists — add to them?" question; the name
-must show in the page, in the API and in ``face-pipeline persons`` (another real subprocess).
+then names a second cluster with the same name and answers the "already exists — add to them?" question, then
+fixes a mistake on the person's page ("not this person"); the name must show in the page, in the API and in
+``face-pipeline persons`` (another real subprocess), and the API docs must render without the network.
 
 Skips, saying why, when Chromium or its driver is not installed (``apt-get install chromium chromium-driver``;
 ``.ci/run`` installs them).
@@ -164,6 +165,20 @@ def test_name_a_cluster_in_the_browser(served, browser):
     out = subprocess.run([str(CLI), "persons"], env=_env(home), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert NAME in out.stdout
+
+    # fix a mistake on the person's page: select one face, "Not <name>" — it leaves the person and stays rejected
+    pid = next(p["person_id"] for p in persons if p["name"] == NAME)
+    before = _get_json(f"{base}/api/v1/persons/{pid}?limit=1000")
+    browser.get(f"{base}/person/{pid}")
+    face = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#person img.selectable")))
+    wrong = face.get_attribute("data-face-id")
+    face.click()
+    assert "selected" in face.get_attribute("class")
+    browser.find_element(By.ID, "reject").click()
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, f'#person img[data-face-id="{wrong}"]'))
+    after = _get_json(f"{base}/api/v1/persons/{pid}?limit=1000")
+    assert after["faces"] == before["faces"] - 1 and wrong not in {f["face_id"] for f in after["items"]}
+    assert _get_json(f"{base}/api/v1/events?limit=1")["items"][0]["action"] == "reject_face"
 
     # the API docs render from local files (this browser has no network): Swagger UI lists the operations
     browser.get(base + "/docs")
