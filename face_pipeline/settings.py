@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     web_max_upload_bytes: int = Field(default=20_000_000, description="Largest photo accepted by find/search uploads.")
     web_max_upload_pixels: int = Field(default=40_000_000, description="Most pixels (from the header) of an uploaded photo.")
     web_thumb_size: int = Field(default=160, description="Face thumbnail edge in pixels (cached on disk under the home).")
+    web_allowed_hosts: str | None = Field(default=None, description="Comma list of Host headers accepted; unset on loopback = 127.0.0.1, localhost, ::1 (stops DNS rebinding).")
     web_dagster_ui_url: str = Field(default="http://127.0.0.1:3000", description="Where the page links runs (the Dagster UI of `make dev`).")
     # --- end of web section ------------------------------------------------------------------------------
 

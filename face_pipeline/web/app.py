@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from face_pipeline.core.errors import FacePipelineError
 from face_pipeline.home import prepare_home
@@ -123,6 +124,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error ({type(exc).__name__}); see the server log", "InternalError")
 
 
+def _allowed_hosts(settings: Settings) -> list[str] | None:
+    """Host headers the app answers. On loopback, reads need no token, so a web page elsewhere must not reach the
+    API through DNS rebinding (evil.example resolving to 127.0.0.1): only loopback names are accepted."""
+    if settings.web_allowed_hosts:
+        return [h.strip() for h in settings.web_allowed_hosts.split(",") if h.strip()]
+    if is_loopback(settings.web_host):
+        return sorted({"127.0.0.1", "localhost", "::1", "[::1]", settings.web_host})
+    return None
+
+
 def _install_docs(app: FastAPI) -> None:
     """Swagger UI at /docs from the files shipped in the ``fastapi-offline`` wheel (no CDN: the library's machine
     may be offline); FastAPI's CDN page only if that package is missing."""
@@ -199,6 +210,9 @@ def create_app(settings: Settings | None = None, *, launcher: RunLauncher | None
         return response
 
     _install_docs(app)
+    hosts = _allowed_hosts(settings)
+    if hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     app.include_router(routes_api.router, prefix=API_PREFIX)
     app.include_router(routes_page.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -22,6 +22,7 @@ from face_pipeline.web.auth import COOKIE, CSRF_HEADER, fingerprint
 from face_pipeline.web.images import crop_face
 
 API = "/api/v1"
+BASE = "http://127.0.0.1"  # bound to loopback, the app answers loopback host names only (DNS rebinding)
 
 
 class Api:
@@ -30,7 +31,7 @@ class Api:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.app = create_app(settings)
-        self.client = TestClient(self.app)
+        self.client = TestClient(self.app, base_url=BASE)
         self.user, self.admin = self.app.state.tokens.user, self.app.state.tokens.admin
 
     def h(self, token: str | None) -> dict:
@@ -313,7 +314,7 @@ def test_no_path_traversal(web_library, tmp_path, monkeypatch, path):
 
     _clear_face_env(monkeypatch)
     settings = Settings(home=copy_home(web_library, tmp_path))
-    client = TestClient(create_app(settings))
+    client = TestClient(create_app(settings), base_url=BASE)
     r = client.get(path)
     assert r.status_code in (400, 404), (path, r.status_code)
     assert b"root:" not in r.content and b"SQLite" not in r.content and b"import" not in r.content
@@ -327,7 +328,7 @@ def test_auth_loopback_remote_cookie_csrf_and_admin(web_library, tmp_path, monke
     home = copy_home(web_library, tmp_path)
     settings = Settings(home=home, web_token="user-token-123456", web_admin_token="admin-token-123456")
     app = create_app(settings)
-    c = TestClient(app)
+    c = TestClient(app, base_url=BASE)
     assert app.state.tokens.generated == (), "configured tokens are used, nothing generated"
     # loopback: reads open, writes need a token
     assert c.get(API + "/persons").status_code == 200
@@ -352,7 +353,7 @@ def test_auth_loopback_remote_cookie_csrf_and_admin(web_library, tmp_path, monke
     assert c.post(f"{API}/faces/clusters/{cid}/label", json={"name": "Zoe"}, headers={CSRF_HEADER: "nope"}).status_code == 403
     assert c.post(f"{API}/faces/clusters/{cid}/label", json={"name": "Zoe"},
                   headers={CSRF_HEADER: csrf, "Origin": "https://evil.example"}).status_code == 403
-    r = c.post(f"{API}/faces/clusters/{cid}/label", json={"name": "Zoe"}, headers={CSRF_HEADER: csrf, "Origin": "http://testserver"})
+    r = c.post(f"{API}/faces/clusters/{cid}/label", json={"name": "Zoe"}, headers={CSRF_HEADER: csrf, "Origin": BASE})
     assert r.status_code == 200, r.text
     pid = r.json()["person_id"]
     # the user token may not delete, train or re-cluster
@@ -367,11 +368,14 @@ def test_auth_loopback_remote_cookie_csrf_and_admin(web_library, tmp_path, monke
 
     # bound elsewhere: every request needs a token, the page asks for it
     remote = TestClient(create_app(Settings(home=home, web_host="0.0.0.0", web_token="user-token-123456",
-                                            web_admin_token="admin-token-123456")))
+                                            web_admin_token="admin-token-123456")), base_url="http://photos.example")
     assert remote.get(API + "/persons").status_code == 401
     assert remote.get(API + f"/faces/{web_library.rotated_face}/thumb").status_code == 401
     assert remote.get("/").status_code == 401 and 'name="token"' in remote.get("/").text
     assert remote.get(API + "/persons", headers={"Authorization": "Bearer user-token-123456"}).status_code == 200
+
+    # DNS rebinding: on loopback, another host name is refused even for reads
+    assert TestClient(app, base_url="http://evil.example").get(API + "/persons").status_code == 400
 
     with pytest.raises(ValueError):
         create_app(Settings(home=home, web_token="same-token-1", web_admin_token="same-token-1"))
@@ -421,7 +425,7 @@ def test_upload_size_limit(web_library, tmp_path, monkeypatch):
 
     _clear_face_env(monkeypatch)
     settings = Settings(home=copy_home(web_library, tmp_path), web_max_upload_bytes=1000)
-    c = TestClient(create_app(settings))
+    c = TestClient(create_app(settings), base_url=BASE)
     r = c.post(API + "/find", files={"photo": ("x.jpg", b"\xff" * 200_000, "image/jpeg")})
     assert r.status_code == 413 and r.json()["error"] == "TooLarge"
 

@@ -25,7 +25,9 @@ def test_no_server_error_on_any_operation(web_library, tmp_path, monkeypatch):
     from face_pipeline_tests.web.conftest import copy_home
 
     _clear_face_env(monkeypatch)
-    app = create_app(Settings(home=copy_home(web_library, tmp_path), web_token=USER, web_admin_token=ADMIN))
+    # schemathesis calls the ASGI app as host "testserver": allowed explicitly, like a configured host name
+    app = create_app(Settings(home=copy_home(web_library, tmp_path), web_token=USER, web_admin_token=ADMIN,
+                              web_allowed_hosts="testserver"))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [r.ok() for r in schema.get_all_operations()]
     assert len(operations) >= 25
