@@ -22,7 +22,7 @@ from face_pipeline.core.db.schema import (
     Photo,
     ProjectionHead,
 )
-from face_pipeline.core.face_state import UNKNOWN_CLUSTER_PREFIX
+from face_pipeline.core.face_state import NOISE_PREFIX, UNKNOWN_CLUSTER_PREFIX
 from face_pipeline.settings import Settings
 
 CHUNK = 500
@@ -122,12 +122,14 @@ def person(settings: Settings, ref: str, limit: int = 100, offset: int = 0) -> d
 
 def clusters(settings: Settings, include_labeled: bool = False, min_size: int = 2, limit: int = 50, offset: int = 0,
              strip: int = 20) -> dict[str, Any]:
-    """Unknown clusters (``unknown_cluster_*``, as ``labels.list_clusters``) largest first — noise singletons
-    never, and ``min_size`` drops small ones — each with a strip of its best faces; with ``include_labeled`` the
+    """Unknown clusters (``unknown_cluster_*``, as ``labels.list_clusters``) largest first — one-face noise only
+    when ``min_size`` is 1, smaller groups dropped — each with a strip of its best faces; with ``include_labeled`` the
     named people follow as clusters too (their cluster id is their person id). Counted in SQL."""
     with session_scope(settings.sql_url) as s:
-        sizes = s.execute(select(FaceInstance.cluster_id, func.count().label("n"))
-                          .where(FaceInstance.cluster_id.startswith(UNKNOWN_CLUSTER_PREFIX, autoescape=True))
+        kinds = FaceInstance.cluster_id.startswith(UNKNOWN_CLUSTER_PREFIX, autoescape=True)
+        if min_size <= 1:  # asked for everything: one-face noise too (each noise face is its own group)
+            kinds = kinds | FaceInstance.cluster_id.startswith(NOISE_PREFIX, autoescape=True)
+        sizes = s.execute(select(FaceInstance.cluster_id, func.count().label("n")).where(kinds)
                           .group_by(FaceInstance.cluster_id).having(func.count() >= min_size)).all()
         items: list[dict[str, Any]] = [
             {"cluster_id": cid, "faces": n, "person_id": None, "name": None, "labeled": False}

@@ -1,7 +1,7 @@
 """A real browser on the served app: ``face-pipeline serve`` (a real subprocess, uvicorn) on the sample library,
 headless Chromium driven by selenium. The browser signs in with the token, names a cluster by typing and clicking,
 then names a second cluster with the same name and answers the "already exists — add to them?" question, then
-fixes a mistake on the person's page ("not this person"); the name must show in the page, in the API and in
+fixes a mistake on the person's page ("not this person") and answers the review queue with y / s / n; the name must show in the page, in the API and in
 ``face-pipeline persons`` (another real subprocess), and the API docs must render without the network.
 
 Skips, saying why, when Chromium or its driver is not installed (``apt-get install chromium chromium-driver``;
@@ -179,6 +179,31 @@ def test_name_a_cluster_in_the_browser(served, browser):
     after = _get_json(f"{base}/api/v1/persons/{pid}?limit=1000")
     assert after["faces"] == before["faces"] - 1 and wrong not in {f["face_id"] for f in after["items"]}
     assert _get_json(f"{base}/api/v1/events?limit=1")["items"][0]["action"] == "reject_face"
+
+    # the review queue: three "is this NAME?" questions as organise stores them, answered with the keyboard
+    from face_pipeline.core.db import session_scope
+    from face_pipeline.core.suggestions import Suggestion, replace_pipeline_suggestions
+    from face_pipeline.settings import Settings
+
+    unknown = [c["face_ids"][0] for c in _get_json(base + "/api/v1/faces/clusters?min_size=1&limit=10")["items"]][:3]
+    assert len(unknown) == 3
+    with session_scope(Settings(home=home).sql_url) as s:
+        replace_pipeline_suggestions(s, [Suggestion("face_is_person", (f,), person_id=pid, score=0.39 - i / 100, bar=0.40)
+                                         for i, f in enumerate(unknown)])
+    browser.get(base + "/")
+    cards = browser.find_elements(By.CSS_SELECTOR, "#review-queue .suggestion")
+    order = [c.get_attribute("data-suggestion-id") for c in cards]
+    assert len(order) == 3 and "current" in cards[0].get_attribute("class")
+    assert NAME in cards[0].text
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys("y")  # yes to the first
+    wait.until(lambda d: order[0] not in [c.get_attribute("data-suggestion-id") for c in d.find_elements(By.CSS_SELECTOR, "#review-queue .suggestion")])
+    body.send_keys("s")  # skip the second: the third becomes current
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#review-queue .suggestion.current").get_attribute("data-suggestion-id") == order[2])
+    body.send_keys("n")  # no to the third
+    wait.until(lambda d: order[2] not in [c.get_attribute("data-suggestion-id") for c in d.find_elements(By.CSS_SELECTOR, "#review-queue .suggestion")])
+    status = {str(x["id"]): x["status"] for x in _get_json(base + "/api/v1/suggestions?status=all")}
+    assert [status[i] for i in order] == ["accepted", "open", "rejected"], status
 
     # the API docs render from local files (this browser has no network): Swagger UI lists the operations
     browser.get(base + "/docs")
