@@ -75,7 +75,7 @@ def index(request: Request, people_offset: int = 0, clusters_offset: int = 0, mi
         people=views.people(settings, limit=120, offset=people_offset, with_sources=False),
         clusters=views.clusters(settings, min_size=min_size, limit=30, offset=clusters_offset, strip=20),
         names=views.person_names(settings),
-        changes=_grouped(views.events(settings, limit=200)["items"]),
+        changes=_grouped(views.events(settings, limit=100)["items"]),
         health=views.health(settings),
         run=_latest_run(request),
         review=review, merges=merges, review_error=review_error, suggestions_available=suggestions_api.available(),

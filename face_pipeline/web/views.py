@@ -182,8 +182,15 @@ def events(settings: Settings, limit: int = 50, offset: int = 0, since_id: int |
             q = q.where(FaceAssignmentEvent.id > since_id)
         total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
         rows = list(s.scalars(q.order_by(FaceAssignmentEvent.id.desc()).limit(limit).offset(offset)))
-        pids = sorted({p for e in rows for p in (e.from_person, e.to_person) if p})
-        names = dict(s.execute(select(Person.person_id, Person.name).where(Person.person_id.in_(pids))).all()) if pids else {}
+        pids = sorted({p for e in rows for p in (e.from_person, e.to_person, (e.details or {}).get("rejected_person")) if isinstance(p, str)})
+        fids = sorted({e.face_id for e in rows if e.face_id})
+        # load the rows undo_plan looks at in two queries: its session.get calls then hit the identity map
+        # (kept referenced: the identity map holds objects weakly)
+        people_rows = list(s.scalars(select(Person).where(Person.person_id.in_(pids)))) if pids else []
+        face_rows = []
+        for i in range(0, len(fids), CHUNK):
+            face_rows += s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(fids[i : i + CHUNK])))
+        names = {p.person_id: p.name for p in people_rows}
         items = []
         for e in rows:
             items.append({
