@@ -46,6 +46,17 @@ class Launch:
     error: str | None = None
 
 
+def _plain(value):
+    """Metadata values as JSON-ready data (text, numbers, lists and dicts pass; anything else as text)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
 def organize_run_config(person_threshold=None, unknown_method=None, unknown_min_size=None, unknown_threshold=None,
                         use_trained_model=False) -> dict:
     from face_pipeline.cli import _organize_run_config  # the CLI's own builder: `cluster` and the web agree
@@ -143,8 +154,22 @@ class RunLauncher:
                 out["error"] = launch.error
             if rec is None and launch.status == "DONE":
                 out["status"] = "UNKNOWN"
+        if out.get("job") == JOBS["train"] and rec is not None:
+            out["training"] = self._training_outcome(run_id)
         out["dagster_url"] = f"{self.settings.web_dagster_ui_url.rstrip('/')}/runs/{run_id}"
         return out
+
+    def _training_outcome(self, run_id: str) -> dict | None:
+        """What training answered (trained / refused by the gate / not enough labels): the metadata of the
+        projection_head asset's check in this run, as the CLI's ``train`` reads it."""
+        from dagster import DagsterEventType
+
+        records = self.instance().get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
+        for rec in records:
+            data = rec.event_log_entry.dagster_event.event_specific_data
+            if data.asset_key.to_user_string() == "projection_head" and "status" in data.metadata:
+                return {k: _plain(v.value) for k, v in data.metadata.items()}
+        return None
 
     def latest(self) -> dict | None:
         """The newest run in the instance (any launcher: CLI, sensors, schedules, this app)."""
