@@ -9,6 +9,10 @@ Undoable, while nothing changed the face or person since:
 - ``hide_person`` / ``unhide_person``: the opposite;
 - ``split_person`` (its person-level event): the new person is merged back into the one it was split from.
 
+A face whose naming is undone has no person and no group until the next organise run (the label operations
+clear ``cluster_id`` so clustering picks it up again): it reappears among the unknown groups after a re-cluster
+(the label-change sensor under ``make dev``, or "Re-cluster" on the page).
+
 Not undoable: merges (the merged person's identity is gone), deletions (the name is erased by design), renames
 (the log never holds names), automatic assignments.
 """

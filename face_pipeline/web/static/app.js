@@ -46,7 +46,7 @@ async function act(fn, reload = true) {
   try {
     const res = await fn();
     if (res !== undefined) flash(summary(res));
-    if (reload) setTimeout(() => location.reload(), 600);
+    if (reload) setTimeout(() => location.reload(), 1200);  // long enough to read the message
     return res;
   } catch (e) {
     flash(e.message, true);
@@ -133,7 +133,9 @@ document.addEventListener("keydown", (ev) => {
 for (const button of document.querySelectorAll("button.undo")) {
   // newest first, so a later change is undone before the one it followed
   button.addEventListener("click", () => act(async () => {
-    let last; for (const id of button.dataset.eventIds.split(",")) last = await api("POST", "/events/" + enc(id) + "/undo"); return last;
+    let last; for (const id of button.dataset.eventIds.split(",")) last = await api("POST", "/events/" + enc(id) + "/undo");
+    if (last && last.action === "unassign_face") { flash("Undone: the faces return to the unknown groups after the next re-cluster."); return undefined; }
+    return last;
   }));
 }
 
