@@ -46,6 +46,8 @@ class PhotoBatch(Base):
     __tablename__ = "photo_batches"
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     source_dir: Mapped[str] = mapped_column(Text)
+    # --- batch identity (migration 0003): SHA-256 of the resolved folder; a batch IS its folder
+    folder_key: Mapped[str | None] = mapped_column(String(64), unique=True, index=True, nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="registered")  # registered / detected / embedded
     photos: Mapped[int] = mapped_column(Integer, default=0)
     faces: Mapped[int] = mapped_column(Integer, default=0)
