@@ -110,8 +110,14 @@ async function answer(card, what) {
     if (first) { first.classList.add("current"); first.focus(); }
     return;
   }
+  let body;
+  if (what === "accept" && card.dataset.needsName) {  // two unnamed groups: "the same person" needs a name
+    const name = (prompt("Who is it? (name for both groups)") || "").trim();
+    if (!name) return;
+    body = { name };
+  }
   try {
-    const res = await api("POST", "/suggestions/" + enc(card.dataset.suggestionId) + "/" + what);
+    const res = await api("POST", "/suggestions/" + enc(card.dataset.suggestionId) + "/" + what, body);
     flash((what === "accept" ? "Yes: " : "No: ") + summary(res));
     if (card.closest("#review-queue")) advance(card); else card.remove();
   } catch (e) { flash(e.message, true); }
