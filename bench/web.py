@@ -41,7 +41,13 @@ def build_library(home: Path, n_faces: int, seed: int = 0):
     from sqlalchemy import insert
 
     from face_pipeline.core.db import get_engine
-    from face_pipeline.core.db.schema import FaceAssignmentEvent, FaceInstance, Person, Photo, PhotoBatch
+    from face_pipeline.core.db.schema import (
+        FaceAssignmentEvent,
+        FaceInstance,
+        Person,
+        Photo,
+        PhotoBatch,
+    )
     from face_pipeline.home import prepare_home
     from face_pipeline.settings import Settings
 

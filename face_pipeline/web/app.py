@@ -24,7 +24,15 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from face_pipeline.core.errors import FacePipelineError
 from face_pipeline.home import prepare_home
 from face_pipeline.settings import Settings
-from face_pipeline.web.auth import ANONYMOUS, COOKIE, CSRF_HEADER, Caller, Tokens, is_loopback, load_tokens
+from face_pipeline.web.auth import (
+    ANONYMOUS,
+    COOKIE,
+    CSRF_HEADER,
+    Caller,
+    Tokens,
+    is_loopback,
+    load_tokens,
+)
 from face_pipeline.web.runs import RunLauncher
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,12 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from face_pipeline.core.db import session_scope
-from face_pipeline.core.db.schema import PERSON_ACTIVE, PERSON_HIDDEN, FaceInstance, Person
+from face_pipeline.core.db.schema import (
+    PERSON_ACTIVE,
+    PERSON_HIDDEN,
+    FaceInstance,
+    Person,
+)
 from face_pipeline.core.errors import Conflict
 from face_pipeline.core.face_state import is_person_id
 from face_pipeline.settings import Settings

@@ -59,7 +59,9 @@ def _plain(value):
 
 def organize_run_config(person_threshold=None, unknown_method=None, unknown_min_size=None, unknown_threshold=None,
                         use_trained_model=False) -> dict:
-    from face_pipeline.cli import _organize_run_config  # the CLI's own builder: `cluster` and the web agree
+    from face_pipeline.cli import (
+        _organize_run_config,  # the CLI's own builder: `cluster` and the web agree
+    )
 
     return _organize_run_config(person_threshold, unknown_method, unknown_min_size, unknown_threshold, use_trained_model)
 

@@ -25,7 +25,13 @@ from sqlalchemy.orm import Session
 
 from face_pipeline.core import labels
 from face_pipeline.core.db import session_scope
-from face_pipeline.core.db.schema import PERSON_ACTIVE, PERSON_HIDDEN, FaceAssignmentEvent, FaceInstance, Person
+from face_pipeline.core.db.schema import (
+    PERSON_ACTIVE,
+    PERSON_HIDDEN,
+    FaceAssignmentEvent,
+    FaceInstance,
+    Person,
+)
 from face_pipeline.core.errors import Conflict, NotFound
 from face_pipeline.settings import Settings
 

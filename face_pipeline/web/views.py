@@ -215,7 +215,7 @@ def health(settings: Settings) -> dict[str, Any]:
         clusters = s.scalar(select(func.count()).select_from(
             select(FaceInstance.cluster_id).where(FaceInstance.cluster_id.like("unknown_cluster_%")).distinct().subquery())) or 0
         head = s.scalars(select(ProjectionHead).order_by(ProjectionHead.version.desc()).limit(1)).first()
-    count = lambda pred: sum(n for src, k, n, _ in rows if pred(src, k))  # noqa: E731
+    count = lambda pred: sum(n for src, k, n, _ in rows if pred(src, k))
     out = {
         "photos": photos, "faces": count(lambda *_: True), "faces_embedded": sum(e or 0 for *_, e in rows),
         "named_by_people": count(lambda src, k: src in HUMAN_SOURCES), "named_automatically": count(lambda src, k: src == SOURCE_AUTO),

@@ -20,7 +20,12 @@ from face_pipeline.core.db.schema import Base, FaceInstance, Photo
 from face_pipeline.core.samples import copy_sample_photos
 from face_pipeline.home import prepare_home
 from face_pipeline.settings import Settings
-from face_pipeline_tests.conftest import _clear_face_env, copy_photos, lfw_people, run_ingest
+from face_pipeline_tests.conftest import (
+    _clear_face_env,
+    copy_photos,
+    lfw_people,
+    run_ingest,
+)
 
 PEOPLE, IN_LIBRARY = 3, 4
 ROTATED = "rotated_exif6.jpg"

@@ -13,9 +13,12 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 from sqlalchemy import select
 
-from face_pipeline.core import labels
 from face_pipeline.core.db import session_scope
-from face_pipeline.core.db.schema import FaceAssignmentEvent, FaceInstance, FaceRejection, Person
+from face_pipeline.core.db.schema import (
+    FaceAssignmentEvent,
+    FaceInstance,
+    FaceRejection,
+)
 from face_pipeline.settings import Settings
 from face_pipeline.web import create_app
 from face_pipeline.web.auth import COOKIE, CSRF_HEADER, fingerprint
