@@ -76,7 +76,7 @@ def recover_runs() -> None:
 
 
 def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | None = None, run_config: dict | None = None,
-             failure_is_an_answer=None):
+             failure_is_an_answer=None, run_id: str | None = None):
     """Execute a job of the code location in this process, recorded in the home's Dagster instance.
 
     Before it starts: runs whose process died are failed and their pool slots freed, and a pool held by a live
@@ -89,7 +89,7 @@ def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | No
     from face_pipeline.runs import record_run_worker, recover_dead_runs, wait_for_pool
 
     job = defs.resolve_job_def(job_name)
-    run_id = make_new_run_id()
+    run_id = run_id or make_new_run_id()  # [web] serve chooses the id first and returns it before the run starts
     level = "INFO" if _VERBOSE["on"] else "CRITICAL"
     with _instance() as instance:
         for rec in recover_dead_runs(instance):
@@ -658,6 +658,8 @@ from face_pipeline.cli_suggestions import register as _register_suggestions  # n
 
 _register_suggestions(app)
 # ---- end `suggestions` ---------------------------------------------------------------------------------------
+
+from face_pipeline.cli_web import register as _register_web; _register_web(app)  # noqa: E402,E702 [web] `serve`
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
