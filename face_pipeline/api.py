@@ -42,9 +42,10 @@ class FacePipeline:
         prepare_home(self.settings, set_dagster_home=False)
 
     # --- naming ------------------------------------------------------------------------------------------------
-    def label_cluster(self, cluster_id: str, name: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
-        """Name every face of an unknown cluster (a new person, or an existing one with that exact name)."""
-        return labels.label_cluster(self.settings, cluster_id, name, actor=actor, reason=reason)
+    def label_cluster(self, cluster_id: str, name: str, *, actor: str = "user", reason: str | None = None,
+                      merge: bool = False) -> LabelResult:
+        """Name every face of an unknown cluster; an existing person's name is a Conflict unless ``merge``."""
+        return labels.label_cluster(self.settings, cluster_id, name, actor=actor, reason=reason, merge=merge)
 
     def label_face(self, face_id: str, name: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
         """Say who one face is; clears an earlier "not this person" for that pair."""

@@ -419,9 +419,10 @@ def _done(result) -> None:
 
 
 @app.command("label-cluster")
-def label_cluster(cluster_id: str, name: str, reason: Optional[str] = typer.Option(None, "--reason")) -> None:
-    """Name every face of an unknown cluster."""
-    _done(_labels().label_cluster(_settings(), cluster_id, name, actor="cli", reason=reason))
+def label_cluster(cluster_id: str, name: str, reason: Optional[str] = typer.Option(None, "--reason"),
+                  merge: bool = typer.Option(False, "--merge", help="NAME is an existing person: add these faces to them.")) -> None:
+    """Name every face of an unknown cluster (an existing person's name asks for --merge)."""
+    _done(_labels().label_cluster(_settings(), cluster_id, name, actor="cli", reason=reason, merge=merge))
 
 
 @app.command("label-face")

@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     )
     unknown_knn: int | None = Field(default=None, description="Neighbours per face in the clustering graph; unset = the method's own (50 for Chinese Whispers, as dlib).")
 
+    @field_validator("home", mode="before")
+    @classmethod
+    def _empty_home_is_the_default(cls, value):
+        """``FACE_PIPELINE_HOME=`` (set but empty) means the default, not the current folder itself: an empty value
+        once put a library's files straight into a source checkout."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return Path(".face_pipeline")
+        return value
+
     @field_validator("unknown_method")
     @classmethod
     def _known_method(cls, v: str) -> str:

@@ -174,9 +174,12 @@ def test_naming_correcting_and_recognising_people(lib):
     assert all(f in alice_out for f in faces[a])
     assert all("(new person)" in o for o in (bob, dan, daniel)) and "Bob" in bob
 
-    # label-cluster joins an existing person; a mistaken label; the flags of merge and split are required
+    # naming a cluster with an existing person's name asks (two people may share a name) ...
+    asked = _one_line_error(*cli.parallel(("label-cluster", "unknown_cluster_2", "Bob"))[0])
+    assert "already exists" in asked and "--merge" in asked
+    # ... and --merge joins them; a mistaken label; the flags of merge and split are required
     bob_cluster, mistake, danny, merge_no_into, split_no_name = cli.parallel(
-        ("label-cluster", "unknown_cluster_2", "Bob"), ("label-face", c0, "Alice"), ("label-cluster", "unknown_cluster_4", "Danny"),
+        ("label-cluster", "unknown_cluster_2", "Bob", "--merge"), ("label-face", c0, "Alice"), ("label-cluster", "unknown_cluster_4", "Danny"),
         ("merge", "Dan", "Daniel"), ("split", "Danny", d2))
     bob_cluster, mistake, danny = _ok([bob_cluster, mistake, danny])
     assert f"changed: {IN_LIBRARY - 1}" in bob_cluster and "(new person)" not in bob_cluster
@@ -195,7 +198,7 @@ def test_naming_correcting_and_recognising_people(lib):
         alice = persons["Alice"].person_id
 
     # name Carol's cluster, split two faces off Danny, and say a3 is not Alice
-    carol, split, reject = _ok(cli.parallel(("label-cluster", "unknown_cluster_3", "Carol"), ("split", "Danny", d2, d3, "--name", "Dana"),
+    carol, split, reject = _ok(cli.parallel(("label-cluster", "unknown_cluster_3", "Carol", "--merge"), ("split", "Danny", d2, d3, "--name", "Dana"),
                                             ("reject", a3)))
     assert "Carol" in carol and "Dana" in split and "changed: 2" in split and "reject_face" in reject and "Alice" in reject
     state = _state(settings)
@@ -233,6 +236,7 @@ def test_naming_correcting_and_recognising_people(lib):
     # refuses that head: a verdict to print, not an error, although the gate's blocking check fails the run);
     # export: names, clusters and sources of every face, as in SQL
     csv = cli.cwd / "export" / "people.csv"
+    csv.parent.mkdir()  # --out needs an existing folder (a typo must not create folders)
     unhidden, trained, exported = _ok(cli.parallel(("unhide", "Carol"), ("train", "--epochs", "10", "--learning-rate", "10"), ("export", "--out", str(csv))))
     verdict = re.search(r"projection head v1: (trained and promoted|trained, REFUSED by the gate \(saved, not used\))", trained)
     assert verdict, trained

@@ -82,25 +82,25 @@ def is_human(face: FaceInstance) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- writes ----
-def assign(face: FaceInstance, person_id: str, source: str, confidence: float | None = HUMAN_CONFIDENCE,
-           margin: float | None = None) -> None:
-    """Give ``face`` to ``person_id``; the caller decides whether it may (human rules live in the callers' docs)."""
+def _set_person(face: FaceInstance, person_id: str | None, source: str | None, confidence: float | None,
+                margin: float | None) -> None:
     face.person_id = person_id
-    face.cluster_id = person_id
+    face.cluster_id = person_id  # an assigned face's group is its person; NULL sends it back to clustering
     face.assignment_source = source
     face.person_confidence = confidence
     face.person_margin = margin
     face.payload_dirty = True
 
 
+def assign(face: FaceInstance, person_id: str, source: str, confidence: float | None = HUMAN_CONFIDENCE,
+           margin: float | None = None) -> None:
+    """Give ``face`` to ``person_id``; the caller decides whether it may (human rules live in the callers' docs)."""
+    _set_person(face, person_id, source, confidence, margin)
+
+
 def unassign(face: FaceInstance) -> None:
     """Take the face's person away; ``cluster_id`` NULL sends it back to clustering."""
-    face.person_id = None
-    face.cluster_id = None
-    face.assignment_source = None
-    face.person_confidence = None
-    face.person_margin = None
-    face.payload_dirty = True
+    _set_person(face, None, None, None, None)
 
 
 def set_unknown_group(face: FaceInstance, cluster_id: str) -> bool:

@@ -21,7 +21,7 @@ from face_pipeline.core.db.schema import PERSON_ACTIVE, FaceInstance, Person
 from face_pipeline.core.embedding_files import load_embeddings
 from face_pipeline.core.errors import InvalidInput
 from face_pipeline.core.labels.evidence import human_prototypes
-from face_pipeline.core.labels.results import FaceMatch, SearchHit
+from face_pipeline.core.labels.results import finite_or_none, FaceMatch, SearchHit
 from face_pipeline.core.models import FaceModels, l2_normalize, shared_models
 from face_pipeline.core.photos import PhotoError, load_photo
 from face_pipeline.core.vectors import FaceVectorStore, VectorStoreBusy, open_vector_client
@@ -30,12 +30,6 @@ from face_pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _finite(x) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) else None
 
 
 def _embed_photo(settings: Settings, image_path: str | Path, models: FaceModels | None) -> tuple[list, np.ndarray]:
@@ -71,7 +65,7 @@ def find_person(settings: Settings, image_path: str | Path, models: FaceModels |
     a = assign_faces(protos, X, threshold=settings.person_match_threshold, margin=settings.person_margin,
                      strategy=settings.person_strategy, groups=[0] * len(faces))
     pids = a.person_ids(protos)
-    return [FaceMatch(_bbox(f), pid, names.get(pid) if pid else None, _finite(a.confidence[i]), _finite(a.margin[i]))
+    return [FaceMatch(_bbox(f), pid, names.get(pid) if pid else None, finite_or_none(a.confidence[i]), finite_or_none(a.margin[i]))
             for i, (f, pid) in enumerate(zip(faces, pids))]
 
 

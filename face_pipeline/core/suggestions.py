@@ -740,7 +740,7 @@ def _label_group(settings: Settings, face_ids: list[str], cluster_id: str | None
                 FaceInstance.cluster_id == cluster_id,
                 or_(FaceInstance.assignment_source.is_(None), FaceInstance.assignment_source.not_in(HUMAN_SOURCES)))))
         if current == set(face_ids):
-            return labels.label_cluster(settings, cluster_id, person_ref, actor=actor, reason=reason)
+            return labels.label_cluster(settings, cluster_id, person_ref, actor=actor, reason=reason, merge=True)
     with session_scope(settings.sql_url) as s:
         faces = [f for chunk in _chunks(face_ids) for f in s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(chunk)))]
         try:

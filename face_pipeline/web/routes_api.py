@@ -19,7 +19,7 @@ from face_pipeline.core import labels
 from face_pipeline.core.cluster import METHODS
 from face_pipeline.core.errors import InvalidInput
 from face_pipeline.settings import Settings
-from face_pipeline.web import images, naming, suggestions_api, undo, views
+from face_pipeline.web import images, suggestions_api, undo, views
 from face_pipeline.web.app import admin, reader, writer
 from face_pipeline.web.auth import Caller
 from face_pipeline.web.runs import RunLauncher, organize_run_config, train_run_config
@@ -119,8 +119,7 @@ def list_clusters(request: Request, include_labeled: bool = False, min_size: int
 def label_cluster(request: Request, cluster_id: str, body: LabelClusterBody, caller: Caller = Depends(writer)):
     """Name every face of a cluster. A name somebody already has answers 409 unless ``merge`` is true."""
     settings = _settings(request)
-    naming.check_cluster_name(settings, cluster_id, body.name, body.merge)
-    res = labels.label_cluster(settings, cluster_id, body.name, actor=caller.actor)
+    res = labels.label_cluster(settings, cluster_id, body.name, actor=caller.actor, merge=body.merge)
     out = _result(res)
     excluded = sorted(set(body.exclude_face_ids) & set(res.changed))
     out["excluded"] = [_result(labels.reject_face(settings, f, res.person_id, actor=caller.actor,

@@ -33,6 +33,7 @@ from face_pipeline.core.db.schema import (
 )
 from face_pipeline.core.embedding_files import save_batch_embeddings
 from face_pipeline.core.face_state import payload_of as face_payload
+from face_pipeline.core.errors import Conflict
 from face_pipeline.core.labels import LabelError
 from face_pipeline.core.models import DetectedFace
 from face_pipeline.core.sync import sync_payloads, try_sync_payloads
@@ -196,7 +197,9 @@ def test_label_cluster_joins_existing_skips_human_and_rejected(lib):
     with session_scope(lib.sql_url) as s:  # as a clustering run that re-groups every face might leave it
         s.get(FaceInstance, fid("imgb0")).cluster_id = C_BOB
     labels.reject_face(lib, fid("imgb1"), "Bob")
-    res = labels.label_cluster(lib, C_BOB, "Bob")
+    with pytest.raises(Conflict, match="already exists"):  # Bob exists and holds none of the cluster: ask first
+        labels.label_cluster(lib, C_BOB, "Bob")
+    res = labels.label_cluster(lib, C_BOB, "Bob", merge=True)
     assert not res.created and res.person_id == bob
     assert res.skipped == [fid("imgb0")] and res.rejected == [fid("imgb1")]
     assert res.changed == sorted([fid("imgb2"), fid("imgb3"), fid("imgab", 1)])
@@ -219,7 +222,7 @@ def test_label_cluster_human_label_in_photo_beats_cluster_and_cluster_beats_auto
         f = s.get(FaceInstance, fid("imgab", 1))
         f.person_id, f.cluster_id, f.assignment_source, f.person_confidence = alice, alice, "auto", 0.6
         s.get(FaceInstance, fid("imgab", 0)).cluster_id = C_ALICE
-    res = labels.label_cluster(lib, C_ALICE, "Alice")
+    res = labels.label_cluster(lib, C_ALICE, "Alice", merge=True)
     assert fid("imgaa", 0) in res.conflicts  # Alice is already (humanly) in that photo
     assert res.unassigned == [fid("imgab", 1)]  # the automatic one gives way to the human cluster label
     assert face(lib, fid("imgab", 0)).person_id == alice and face(lib, fid("imgab", 1)).person_id is None

@@ -253,7 +253,7 @@ def test_human_labels_are_never_changed_even_when_they_look_like_someone_else(li
     with session_scope(settings.sql_url) as s:
         s.get(FaceInstance, cluster_id).cluster_id = "unknown_cluster_77"
     label(settings, [manual_id], "Alice")
-    res = labels.label_cluster(settings, "unknown_cluster_77", "Alice")
+    res = labels.label_cluster(settings, "unknown_cluster_77", "Alice", merge=True)
     assert res.changed == [cluster_id]
     alice = person_id(settings, "Alice")
     # And a Bob face an earlier (now stale) pipeline run gave to Alice: automatic, so it may be corrected.

@@ -31,7 +31,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -55,7 +54,7 @@ from face_pipeline.core.embedding_files import load_embeddings
 from face_pipeline.core.errors import Conflict, InvalidInput, LibraryNotReady, NotFound
 from face_pipeline.core.labels.evidence import human_prototypes
 from face_pipeline.core.labels.refs import clean_ref, faces_of, get_face, resolve_person
-from face_pipeline.core.labels.results import LabelResult
+from face_pipeline.core.labels.results import finite_or_none, LabelResult
 from face_pipeline.settings import Settings
 
 MAX_NAME = 300  # Person.name column width
@@ -75,12 +74,6 @@ def _clean_name(name: str | None) -> str:
     return name
 
 
-def _finite(x) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) else None
 
 
 class _Log:
@@ -150,9 +143,12 @@ def _check_name_free(s: Session, name: str, exclude: str | None = None) -> None:
 
 
 # ------------------------------------------------------------------------------------------- labelling ----
-def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str = "user", reason: str | None = None,
+                  merge: bool = False) -> LabelResult:
     """Name a cluster: every face whose ``cluster_id`` is ``cluster_id`` gets the person (created when no active
-    person has that name, else joined), source ``cluster``.
+    person has that name), source ``cluster``. A name an existing person already has is a :class:`Conflict` unless
+    ``merge`` is true, the reference is a person id, or the cluster already holds some of that person's faces:
+    two people may share a name, and joining them must be said, not guessed.
 
     Left alone and reported: faces a human already gave to someone else (``skipped``), faces rejected for the
     person (``rejected``), and same-photo conflicts (``conflicts``): of the faces of one photo only the best
@@ -165,6 +161,11 @@ def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str 
         if not faces:
             raise NotFound(f"no faces in cluster {cluster_id!r}")
         target, clean = _label_target(s, name)
+        if target is not None and not merge and not face_state.is_person_id(name.strip()) \
+                and not any(f.person_id == target.person_id for f in faces):
+            # Two people can share a first name: naming a second group "Anna" must ask, not silently merge them.
+            raise Conflict(f"a person named {clean!r} already exists ({target.person_id}); to add this cluster's faces "
+                           "to them, label again with merge (CLI: --merge), or choose another name")
         pid = target.person_id if target else face_state.new_person_id()
         res = LabelResult("label_cluster", person_id=pid, name=clean)
         log_ = _Log(s, res, actor, reason)
@@ -300,7 +301,7 @@ def assign_person(settings: Settings, face_id: str, *, actor: str = "user", reas
                              strategy=settings.person_strategy, groups=[f.image_id], rejected={0: rej},
                              occupied={f.image_id: taken})
             new = a.person_ids(protos)[0]
-            conf, margin = _finite(a.confidence[0]), _finite(a.margin[0])
+            conf, margin = finite_or_none(a.confidence[0]), finite_or_none(a.margin[0])
         old = f.person_id
         res = LabelResult("assign_person", person_id=new)
         log_ = _Log(s, res, actor, reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -93,3 +94,12 @@ class EventInfo:
     cluster_id: str | None
     reason: str | None
     details: dict | None
+
+
+def finite_or_none(x) -> float | None:
+    """A score as results carry it: a plain float, or ``None`` for "no score" (NaN, inf, missing)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
