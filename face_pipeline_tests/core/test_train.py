@@ -200,11 +200,11 @@ def test_projection_shape_dtype_and_unit_norm(small_result):
     assert project(old, X).shape == (37, 32)
 
 
-def test_default_head_is_residual_512_256_512():
+def test_default_head_is_residual_512_1024_512():
     X, y = make_people(3, 4, noise=0.5)
     result = train_projection_head(X, y, TrainConfig(epochs=1))
-    assert result.state_dict["fc1.weight"].shape == (256, 512)
-    assert result.state_dict["fc2.weight"].shape == (512, 256)
+    assert result.state_dict["fc1.weight"].shape == (1024, 512)
+    assert result.state_dict["fc2.weight"].shape == (512, 1024)
     assert "residual" in result.state_dict
     assert project(result, X).shape == (12, 512)
 
