@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     training_gate_min_named_people: int = Field(default=3, description="Least labelled people kept for training for the gate to judge a head.")
     training_gate_min_test_faces: int = Field(default=10, description="Least held-out labelled faces of those people for the gate to judge a head.")
     training_gate_min_stranger_people: int = Field(default=2, description="Least labelled people held out as strangers for the gate to judge a head.")
+    training_gate_min_strangers_at_risk: int = Field(default=20, description="Least held-out strangers' faces above the raw impostor floor for a named person (the only faces the head could misname) for the gate to judge a head.")
 
     # --- derived paths ------------------------------------------------------------------------------------
     @cached_property
