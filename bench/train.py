@@ -235,8 +235,8 @@ def main() -> None:
     print(f"head: {T.TrainConfig(**cfg_over)}\n")
     T.train_projection_head(d.X[can_name[:40]], d.identity[can_name[:40]].tolist(), T.TrainConfig(epochs=1))  # warm-up
 
-    header = (f"| named | K | seed | named people | known P raw→head | known R raw→head | low-q R raw→head (n) | "
-              f"strangers named raw→head (rate) | unknown BCubed F raw / head sp. / as used | gate | train s |")
+    header = ("| named | K | seed | named people | known P raw→head | known R raw→head | low-q R raw→head (n) | "
+              "strangers named raw→head (rate) | unknown BCubed F raw / head sp. / as used | gate | train s |")
     print(header)
     print("|" + "---|" * 11)
     summary: dict = {}

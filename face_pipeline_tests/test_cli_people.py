@@ -257,9 +257,10 @@ def test_naming_correcting_and_recognising_people(lib):
         with dg.DagsterInstance.get() as instance:
             runs = instance.get_runs()  # newest first
             assert [r.job_name for r in runs] == ["train_projection", "organize_library", "train_projection", "organize_library", "ingest_batch"]
-            # a refused head fails the blocking gate check, so Dagster shows that run as failed
-            promoted = verdict.group(1).startswith("promoted")
-            assert runs[0].status == (dg.DagsterRunStatus.SUCCESS if promoted else dg.DagsterRunStatus.FAILURE)
+            # a refused head fails the blocking gate check, so Dagster shows that run as failed; "not enough labels"
+            # is a warning-level check result of a successful run
+            refused = "REFUSED" in verdict.group(0)
+            assert runs[0].status == (dg.DagsterRunStatus.FAILURE if refused else dg.DagsterRunStatus.SUCCESS)
             assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs[1:])
             assert instance.get_latest_materialization_event(dg.AssetKey("unknown_clusters")) is not None
 
