@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import numpy as np
 import pytest
 from sqlalchemy import delete, inspect, select, text
 from sqlalchemy.exc import IntegrityError
@@ -16,11 +15,13 @@ from face_pipeline.core.db.schema import (
     FaceInstance,
     FaceRejection,
     Person,
-    PersonPrototype,
     Photo,
     PhotoBatch,
     PipelineState,
     ProjectionHead,
+    FacePairConstraint,  # suggestions tables
+    SuggestionFace,
+    SuggestionRecord,
 )
 from face_pipeline.core.db.session import MIGRATIONS_DIR
 
@@ -77,7 +78,6 @@ def test_sqlite_engine_uses_wal_and_foreign_keys(tmp_path):
 
 def test_rows_of_every_table_round_trip(db_url):
     upgrade(db_url)
-    vec = np.arange(512, dtype=np.float32) / 512
     written: set[str] = set()
     with session_scope(db_url) as s:
         rows = [
@@ -95,7 +95,6 @@ def test_rows_of_every_table_round_trip(db_url):
                          quality_score=0.61, embedding_norm=22.4, embedding_model="w600k_mbf", embedded=True,
                          person_id="person_a", cluster_id="unknown_cluster_0001", person_confidence=0.72,
                          person_margin=0.11, assignment_source="manual", payload_dirty=True),
-            PersonPrototype(person_id="person_a", kind="centroid", space="raw", face_id=None, vector=vec.tobytes(), faces=3),
             FaceAssignmentEvent(actor="alice", action="assign", face_id="abcdabcdabcdabcd_face0", to_person="person_a",
                                 reason="looks like her", details={"score": 0.72, "via": ["cli"]}),
             ProjectionHead(version=1, embedding_model="w600k_mbf", path="/heads/v1.pt", promoted=True, live=False,
@@ -106,6 +105,17 @@ def test_rows_of_every_table_round_trip(db_url):
         s.flush()
         rows.append(FaceRejection(face_id="abcdabcdabcdabcd_face0", person_id="person_b"))
         s.add(rows[-1])
+        # ---- suggestions tables (owner: core.suggestions) ----
+        s.add(FaceInstance(face_id="abcdabcdabcdabcd_face1", image_id="abcd" * 4, batch="2024-summer", face_index=1, x1=0, y1=0,
+                           x2=50, y2=60, landmarks=[[1.0, 2.0]] * 5, det_score=0.8))
+        question = SuggestionRecord(kind="same_person", fingerprint="f" * 64, faces=1, other_faces=1, score=0.3, bar=0.4, priority=1.5)
+        s.add(question)
+        s.flush()
+        rows += [question, SuggestionFace(suggestion_id=question.id, face_id="abcdabcdabcdabcd_face0", side=0),
+                 SuggestionFace(suggestion_id=question.id, face_id="abcdabcdabcdabcd_face1", side=1),
+                 FacePairConstraint(face_id_a="abcdabcdabcdabcd_face0", face_id_b="abcdabcdabcdabcd_face1", same=False, actor="alice",
+                                    suggestion_id=question.id)]
+        s.add_all(rows[-3:])
         written = {type(r).__tablename__ for r in rows}
     assert written == set(Base.metadata.tables), "a table without a round-trip check"
 
@@ -119,8 +129,6 @@ def test_rows_of_every_table_round_trip(db_url):
         f = s.get(FaceInstance, "abcdabcdabcdabcd_face0")
         assert f.landmarks == [[10.0, 20.0]] * 5 and f.embedded is True and f.payload_dirty is True
         assert (f.x1, f.y2, f.det_score, f.person_id, f.assignment_source) == (1.5, 152.0, 0.87, "person_a", "manual")
-        proto = s.scalars(select(PersonPrototype)).one()
-        np.testing.assert_array_equal(np.frombuffer(proto.vector, dtype=np.float32), vec)
         ev = s.scalars(select(FaceAssignmentEvent)).one()
         assert ev.id >= 1 and ev.details == {"score": 0.72, "via": ["cli"]}
         assert abs(ev.created_at.replace(tzinfo=ev.created_at.tzinfo or timezone.utc) - datetime.now(timezone.utc)).total_seconds() < 120
@@ -142,8 +150,10 @@ def test_rows_of_every_table_round_trip(db_url):
         s.execute(delete(Person).where(Person.person_id == "person_a"))
     with session_scope(db_url) as s:
         assert s.get(FaceInstance, "abcdabcdabcdabcd_face0").person_id is None
-        assert s.scalars(select(PersonPrototype)).all() == []
         s.execute(delete(PhotoBatch).where(PhotoBatch.name == "2024-summer"))
     with session_scope(db_url) as s:
         assert s.scalars(select(Photo)).all() == [] and s.scalars(select(FaceInstance)).all() == []
         assert s.scalars(select(FaceRejection)).all() == []
+        # suggestions outlive their faces (history), their face rows and pair constraints do not
+        assert s.scalars(select(SuggestionFace)).all() == [] and s.scalars(select(FacePairConstraint)).all() == []
+        assert s.scalars(select(SuggestionRecord)).one().status == "open"

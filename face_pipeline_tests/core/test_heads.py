@@ -259,6 +259,9 @@ def test_reembed_builds_beside_and_switches_the_alias_atomically(lib_settings, m
         assert proj.collection == "faces_proj_v1" and proj.count() == raw.count() == n_faces
         assert heads_in_sql(settings) == [(1, True, True)]
 
+        from face_pipeline.core.sync import sync_payloads
+
+        sync_payloads(settings, raw)  # labels write SQL only; the run pushes their payloads to every space
         ids, Z, payloads = proj.load_all()
         raw_ids, X, raw_payloads = raw.load_all()
         assert ids == raw_ids and Z.shape == (n_faces, 512)

@@ -14,8 +14,8 @@ from face_pipeline.core import labels
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import SOURCE_AUTO, SOURCE_MANUAL, FaceAssignmentEvent, ProjectionHead
 from face_pipeline.definitions import defs
-from face_pipeline.defs.schedules import ORGANIZE_KEYS, TRAINING_KEYS, nightly_refresh
-from face_pipeline.defs.sensors import label_change_sensor
+from face_pipeline.defs.automation.schedules import ORGANIZE_KEYS, TRAINING_KEYS, nightly_refresh
+from face_pipeline.defs.automation.sensors import label_change_sensor
 from face_pipeline.settings import Settings
 from face_pipeline_tests.defs.test_organize_assets import face_state, label, library_home, metadata, resources, shared_library
 
@@ -66,7 +66,7 @@ def test_definitions_wire_the_sensor_and_the_schedule():
     assert {k.to_user_string() for k in ORGANIZE_KEYS} | {k.to_user_string() for k in TRAINING_KEYS} == ALL_FOUR
     organize_job = defs.resolve_job_def("organize_library")
     assert {k.to_user_string() for k in organize_job.asset_layer.executable_asset_keys} == {"supervised_assignments", "unknown_clusters"}
-    assert {c.name for c in organize_job.asset_layer.asset_graph.asset_check_keys} == {"no_person_twice_in_a_photo", "sql_and_qdrant_agree"}
+    assert {c.name for c in organize_job.asset_layer.asset_graph.asset_check_keys} == {"no_person_twice_in_a_photo", "sql_and_qdrant_agree", "library_copies_agree"}
 
 
 def test_label_change_sensor_requests_a_reorganisation_for_human_label_changes_only(lib, settings, dagster_instance):

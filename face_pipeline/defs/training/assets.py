@@ -7,8 +7,8 @@ import dagster as dg
 
 from face_pipeline.core import heads
 from face_pipeline.core.train import TrainingStatus, plot_losses
-from face_pipeline.defs.assets.clustering import supervised_assignments
-from face_pipeline.defs.assets.ingest import QDRANT_POOL
+from face_pipeline.defs.organize.assets import supervised_assignments
+from face_pipeline.defs.ingest.assets import QDRANT_POOL
 from face_pipeline.defs.resources import FacePipelineResource
 
 GATE_CHECK = "head_not_worse_than_raw"
