@@ -191,7 +191,7 @@ def one_run(d, truth, A, A_src, frac, k, seed, settings, floor, cfg_over) -> dic
         out["gate_why"] = rep.failing[:2] if not rep.promoted else []
         out["gate_cluster"] = rep.use_for_clustering
     except T.NotEnoughLabels as exc:
-        out["gate"], out["gate_why"], out["gate_cluster"] = "not_enough_labels", exc.missing[:1], False
+        out["gate"], out["gate_why"], out["gate_cluster"] = "not_enough_labels", exc.missing[:2], False
     out["bcubed_as_used"] = out["head_bcubed"] if out["gate_cluster"] else out["raw_bcubed"]
     return out
 

@@ -116,11 +116,12 @@ class Settings(BaseSettings):
     training_min_faces_per_person: int = 2
     training_recommended_faces_per_person: int = 5
     # --- training: named-people head (issue 7 scope 4; owner: training branch) ------------------------------
-    training_drift_weight: float = Field(default=1.0, description="Penalty on the head moving faces nobody labelled (keeps raw geometry for everyone else).")
-    training_raw_floor: float = Field(default=0.30, description="Impostor floor: a named person is a candidate for the head only above this raw cosine (w600k_mbf: 99.99th pct of impostor pairs on lfw_dev, see bench/train.py).")
+    training_drift_weight: float = Field(default=0.05, description="Penalty on the head moving faces nobody labelled (keeps raw geometry for everyone else).")
+    training_raw_floor: float = Field(default=0.28, description="Impostor floor: a named person is a candidate for the head only above this raw cosine (w600k_mbf: 99.99th pct of impostor pairs on lfw_dev, see bench/train.py).")
     training_gate_min_named_people: int = Field(default=3, description="Least labelled people kept for training for the gate to judge a head.")
     training_gate_min_test_faces: int = Field(default=10, description="Least held-out labelled faces of those people for the gate to judge a head.")
     training_gate_min_stranger_people: int = Field(default=2, description="Least labelled people held out as strangers for the gate to judge a head.")
+    training_gate_min_strangers_at_risk: int = Field(default=20, description="Least held-out strangers' faces above the raw impostor floor for a named person (the only faces the head could misname) for the gate to judge a head.")
 
     # --- web (people review: `face-pipeline serve`) -------------------------------------- [web section] ---
     web_host: str = Field(default="127.0.0.1", description="Address `serve` binds; anything but loopback makes every call need a token.")

@@ -111,7 +111,8 @@ def train_config(settings: Settings, **overrides) -> train_mod.TrainConfig:
 def gate_minimum(settings: Settings) -> train_mod.GateMinimum:
     return train_mod.GateMinimum(named_people=settings.training_gate_min_named_people,
                                  test_faces=settings.training_gate_min_test_faces,
-                                 stranger_people=settings.training_gate_min_stranger_people)
+                                 stranger_people=settings.training_gate_min_stranger_people,
+                                 strangers_at_risk=settings.training_gate_min_strangers_at_risk)
 
 
 def labelled_faces(settings: Settings) -> tuple[list[str], np.ndarray, list[str], list[str]]:
@@ -236,7 +237,7 @@ def train_and_gate(
     minimum = gate_minimum(settings)
     try:
         train_mod.check_enough(y, min_people=settings.training_min_people, min_faces=settings.training_min_faces_per_person)
-        train_mod.gate_split(y, groups, config.seed, minimum)
+        train_mod.gate_split(y, groups, config.seed, minimum, X=X, raw_floor=settings.training_raw_floor)
     except train_mod.NotEnoughLabels as exc:
         return TrainingOutcome(status=TrainingStatus.NOT_ENOUGH_LABELS, reasons=[str(exc)], missing=exc.missing,
                                people=len(set(y)), faces=len(y), seconds=time.perf_counter() - t0)

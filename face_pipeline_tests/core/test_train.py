@@ -200,11 +200,11 @@ def test_projection_shape_dtype_and_unit_norm(small_result):
     assert project(old, X).shape == (37, 32)
 
 
-def test_default_head_is_residual_512_256_512():
+def test_default_head_is_residual_512_1024_512():
     X, y = make_people(3, 4, noise=0.5)
     result = train_projection_head(X, y, TrainConfig(epochs=1))
-    assert result.state_dict["fc1.weight"].shape == (256, 512)
-    assert result.state_dict["fc2.weight"].shape == (512, 256)
+    assert result.state_dict["fc1.weight"].shape == (1024, 512)
+    assert result.state_dict["fc2.weight"].shape == (512, 1024)
     assert "residual" in result.state_dict
     assert project(result, X).shape == (12, 512)
 
@@ -356,7 +356,7 @@ def test_a_head_pulling_everyone_to_one_person_cannot_name_faces_in_the_impostor
 # --- gate -----------------------------------------------------------------------------------------------------
 
 RAW = {"precision": 0.99, "recall": 0.80, "strangers_named": 2, "new_people_precision": 0.98, "new_people_recall": 0.7,
-       "bcubed_f": 0.90}
+       "bcubed_f": 0.90, "strangers": 600}
 
 
 def test_gate_rules():
@@ -386,6 +386,10 @@ def test_gate_says_where_unknown_faces_are_clustered():
     report = gate(RAW, {**RAW, "recall": 0.9, "bcubed_f": 0.89})
     assert report.promoted and not report.use_for_clustering
     assert any("raw space" in r for r in report.reasons if r.startswith("clustering"))
+    few = {**RAW, "strangers": 40}  # too few held-out faces to show a 0.002 difference: raw space
+    report = gate(few, {**few, "recall": 0.9, "bcubed_f": 0.95})
+    assert report.promoted and not report.use_for_clustering
+    assert any("fewer than" in r for r in report.reasons if r.startswith("clustering"))
 
 
 def test_split_for_gate_holds_out_whole_people_and_keeps_groups_together():
@@ -422,12 +426,16 @@ def test_below_the_gate_minimum_is_not_enough_labels_with_what_is_missing(ids, m
 
 def test_run_gate_end_to_end_trains_only_on_training_faces_and_their_copies():
     X, y = make_people(12, 6, noise=1.5, seed=8)
+    # these synthetic people are orthogonal: no held-out stranger resembles a named one, so the default gate
+    # has no evidence about strangers and says so
+    with pytest.raises(NotEnoughLabels, match="resemble a named person"):
+        run_gate(X, y, TrainConfig(**FAST), raw_floor=0.3)
     rng = np.random.default_rng(2)
     copies = np.repeat(X, 2, axis=0) + rng.normal(size=(len(X) * 2, DIM)).astype(np.float32) * 0.002
     source = np.repeat(np.arange(len(X)), 2)
     report, head = run_gate(X, y, TrainConfig(epochs=5, batch_size=32, hidden=64), augmented=copies,
                             augmented_source=source, unlabelled=rng.normal(size=(100, DIM)).astype(np.float32),
-                            raw_bar=0.4, raw_floor=0.3, cluster_threshold=0.4)
+                            raw_bar=0.4, raw_floor=0.3, cluster_threshold=0.4, minimum=GateMinimum(strangers_at_risk=0))
     assert isinstance(head, TrainResult) and head.people < 12  # held-out people never reach training
     assert head.augmented_faces == 2 * head.faces  # copies of held-out faces were dropped
     for side in (report.raw, report.projected):

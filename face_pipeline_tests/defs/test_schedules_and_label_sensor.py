@@ -129,6 +129,7 @@ def test_nightly_refresh_retrains_only_after_new_human_labels(lib, settings, dag
     # the gate needs enough held-out labels to judge a head (training branch: else "not enough labels", no head);
     # this small library reaches it with 5 people x 4 labels and a lowered minimum of held-out faces
     monkeypatch.setenv("FACE_TRAINING_GATE_MIN_TEST_FACES", "3")
+    monkeypatch.setenv("FACE_TRAINING_GATE_MIN_STRANGERS_AT_RISK", "0")
     plain = _schedule(instance, settings)  # no labels, no head
     assert _keys(plain) == {"supervised_assignments", "unknown_clusters"}
     assert plain.tags.get("face_pipeline/retrain") == "false"
