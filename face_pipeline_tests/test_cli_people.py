@@ -233,6 +233,7 @@ def test_naming_correcting_and_recognising_people(lib):
     # refuses that head: a verdict to print, not an error, although the gate's blocking check fails the run);
     # export: names, clusters and sources of every face, as in SQL
     csv = cli.cwd / "export" / "people.csv"
+    csv.parent.mkdir(exist_ok=True)  # --out needs an existing folder
     unhidden, trained, exported = _ok(cli.parallel(("unhide", "Carol"), ("train", "--epochs", "10", "--learning-rate", "10"), ("export", "--out", str(csv))))
     verdict = re.search(r"projection head v1: (promoted and live|NOT promoted \(live space unchanged\))", trained)
     assert verdict, trained
