@@ -355,10 +355,17 @@ def _run_organize(run_config: dict) -> None:
                       f"{uc['cluster_ids_new']} new cluster ids) and {uc['noise_faces']} not grouped ({uc['method']})", highlight=False)
 
 
+def _methods_help() -> str:
+    """--unknown-method help from the clustering registry (one source for names, defaults and summaries)."""
+    from face_pipeline.core.cluster import methods_help
+
+    return "Clustering method (default first). " + methods_help()
+
+
 @app.command()
 def cluster(
     person_threshold: Optional[float] = typer.Option(None, "--person-threshold", help="Cosine a face needs to join a known person."),
-    unknown_method: Optional[str] = typer.Option(None, "--unknown-method", help="graph | agglomerative | hdbscan | dbscan"),
+    unknown_method: Optional[str] = typer.Option(None, "--unknown-method", help=_methods_help()),
     unknown_min_size: Optional[int] = typer.Option(None, "--unknown-min-size", help="Smallest unknown cluster kept."),
     unknown_threshold: Optional[float] = typer.Option(None, "--unknown-threshold", help="Cosine that links two unknown faces."),
     use_trained_model: bool = typer.Option(False, "--use-trained-model", help="Work in the promoted projection space."),
@@ -380,6 +387,14 @@ def reassign(
     """Re-run assignment and clustering, optionally in the trained (projected) space."""
     _run_organize(_organize_run_config(person_threshold, None, None, None, use_trained_model))
     stats(as_json=False)
+    if use_trained_model:  # say which head ran and what it may decide (training branch)
+        from face_pipeline.core.heads import live_named_head
+
+        head = live_named_head(_settings())
+        if head is not None:
+            where = "its space" if head.use_for_clustering else "raw space"
+            console.print(f"trained head v{head.version}: decides among named people (a face must clear raw cosine "
+                          f"{head.raw_floor:.2f} for a person first); unknown faces are clustered in {where}", highlight=False)
 
 
 def _labels():
@@ -398,7 +413,7 @@ def _done(result) -> None:
     who = f"{result.name} ({result.person_id})" if result.person_id else ""
     parts = [f"{k}: {len(v)}" for k, v in (("changed", result.changed), ("unchanged", result.unchanged), ("skipped (human label)", result.skipped),
              ("skipped (rejected)", result.rejected), ("same-photo conflicts", result.conflicts), ("unassigned", result.unassigned)) if v]
-    sync = "Qdrant busy: payload syncs on the next run" if result.synced is None else f"{result.synced} synced to Qdrant"
+    sync = "vector store follows at the next pipeline run" if result.synced is None else f"{result.synced} synced to Qdrant"
     console.print(f"{result.action}{' → ' + who if who else ''}{' (new person)' if result.created else ''}: {', '.join(parts) or 'nothing to change'}; {sync}",
                   markup=False, highlight=False)
 
@@ -549,14 +564,21 @@ def search(photo: Path, limit: int = typer.Option(10, "--limit")) -> None:
     console.print(table)
 
 
+# --- training outcome (owner: training branch; issue 7 scope 4 / issue 8 scope 4) ---------------------------
+def _training_outcome(result) -> dict | None:
+    """The typed outcome the projection_head asset reported (its check result's metadata), or None."""
+    for ev in result.get_asset_check_evaluations():
+        if ev.asset_key.to_user_string() == "projection_head" and "status" in ev.metadata:
+            return {k: v.value for k, v in ev.metadata.items()}
+    return None
+
+
 def _only_the_gate_refused(result) -> bool:
-    """A head the gate refuses fails the blocking check head_not_worse_than_raw, so the run reads as failed; for
-    ``train`` that is a verdict to report ("NOT promoted"), not an error — unless some other step failed too."""
-    refused = {e.step_key for e in result.all_events
-               if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "head_not_worse_than_raw"
-               and not e.event_specific_data.passed}
+    """A head the gate refuses fails its blocking check (so nothing is re-embedded), and the run reads as failed;
+    for ``train`` that is an answer, not an error - unless some other step failed too."""
+    out = _training_outcome(result)
     failed = {e.step_key for e in result.all_events if e.is_step_failure}
-    return bool(refused) and failed <= refused
+    return out is not None and out["status"] == "refused" and failed <= {"projection_head"}
 
 
 @app.command()
@@ -567,29 +589,46 @@ def train(
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate"),
     seed: Optional[int] = typer.Option(None, "--seed"),
 ) -> None:
-    """Train a projection head on your labels; it goes live only if the gate finds it not worse."""
-    from sqlalchemy import select
+    """Train a head on your labels; it is used (to decide among named people) only if the gate finds it helps.
 
-    from face_pipeline.core.db import session_scope
-    from face_pipeline.core.db.schema import ProjectionHead
-    settings = _settings(runs_jobs=True)
+    Exit 0 for every answer: trained, refused by the gate, not enough labels."""
+    from face_pipeline.definitions import defs
+
+    _settings(runs_jobs=True)
     cfg = {k: v for k, v in {"epochs": epochs, "margin": margin, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}.items() if v is not None}
-    with session_scope(settings.sql_url) as s:
-        before = s.scalar(select(ProjectionHead.version).order_by(ProjectionHead.version.desc()).limit(1))
-    _run_job("train_projection", run_config={"ops": {"projection_head": {"config": cfg}}}, failure_is_an_answer=_only_the_gate_refused)
-    with session_scope(settings.sql_url) as s:
-        head = s.scalars(select(ProjectionHead).order_by(ProjectionHead.version.desc())).first()
-    if head is None or head.version == before:
-        raise CliError(
-            f"no head trained: not enough labels (need >= {settings.training_min_people} people with >= "
-            f"{settings.training_min_faces_per_person} labelled faces; recommended >= "
-            f"{settings.training_recommended_faces_per_person} faces each) — see the run log"
-        )
-    verdict = "promoted and live" if head.promoted and head.live else "promoted" if head.promoted else "NOT promoted (live space unchanged)"
-    console.print(f"projection head v{head.version}: {verdict}")
-    for reason in (head.metrics or {}).get("reasons", []):
-        console.print(f"  - {reason}")
-    console.print(f"checkpoint: {head.path}")
+    job = defs.resolve_job_def("train_projection")
+    with _instance() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False,
+                                        run_config={"ops": {"projection_head": {"config": cfg}},
+                                                    "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    out = _training_outcome(result)
+    if out is None or (not result.success and not _only_the_gate_refused(result)):
+        _run_failed(result, "train_projection")
+    version = f"projection head v{out['version']}" if out.get("version") is not None else "projection head"
+    status = out["status"]
+    if status == "trained":
+        console.print(f"{version}: trained and promoted")
+    elif status == "refused":
+        console.print(f"{version}: trained, REFUSED by the gate (saved, not used)")
+        for line in out.get("failing") or []:
+            console.print(f"  failing: {line}", highlight=False)
+    else:
+        console.print("no head trained: not enough labels")
+        for line in out.get("missing") or []:
+            console.print(f"  missing: {line}", highlight=False)
+    console.print(f"the trained space is used for: {out.get('used_for')}", highlight=False)
+    if status != "not_enough_labels":
+        console.print(out.get("reasons") or "", highlight=False)
+
+
+def _run_failed(result, job_name: str) -> None:
+    failure = next((e for e in result.all_events if e.is_failure and e.event_specific_data is not None), None)
+    error = getattr(failure.event_specific_data, "error", None) if failure is not None else None
+    while error is not None and getattr(error, "cause", None) is not None:
+        error = error.cause
+    detail = error.message.strip().splitlines()[-1] if error is not None else ""
+    raise CliError(f"run {result.run_id[:8]} of {job_name} failed{': ' + detail if detail else ''}")
+# --- end training outcome --------------------------------------------------------------------------------------
 
 
 @app.command()
@@ -598,11 +637,12 @@ def evaluate(
     k_labels: int = typer.Option(3, "--k", help="Photos labelled per known person."),
     known_every: int = typer.Option(2, "--known-every", help="Every n-th person (by name) is known."),
     seed: int = typer.Option(0, "--seed"),
-    unknown_method: Optional[str] = typer.Option(None, "--unknown-method"),
-    person_threshold: Optional[float] = typer.Option(None, "--person-threshold"),
+    unknown_method: Optional[str] = typer.Option(None, "--unknown-method", help=_methods_help()),
+    person_threshold: Optional[float] = typer.Option(None, "--person-threshold", help="Direct bar: cosine a face needs to be named."),
 ) -> None:
     """Ingest a folder of identity sub-folders into a temporary home, label a few, and score the pipeline
-    against HDBSCAN, Immich-style and Chinese Whispers baselines on the same embeddings."""
+    against the anchors (Chinese Whispers, average linkage, HDBSCAN, Immich) on the same embeddings and labels.
+    The full multi-seed protocol on cached embeddings is bench/quality.py."""
     from face_pipeline.core.evaluate import evaluate as run_eval
 
     if not labelled_dir.is_dir():
@@ -615,6 +655,13 @@ def evaluate(
         f"same-photo conflicts: {rep.same_photo_conflicts}, {rep.seconds:.1f}s"
     )
     console.print(rep.table(), highlight=False, soft_wrap=True)
+
+
+# ---- `suggestions` command group (owner: face_pipeline/cli_suggestions.py) ----------------------------------
+from face_pipeline.cli_suggestions import register as _register_suggestions  # noqa: E402
+
+_register_suggestions(app)
+# ---- end `suggestions` ---------------------------------------------------------------------------------------
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

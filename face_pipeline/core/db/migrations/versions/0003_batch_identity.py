@@ -1,7 +1,7 @@
 """batch identity: a batch is its folder (photo_batches.folder_key, unique)
 
 Revision ID: 0003
-Revises: 0004 (re-linked after main's 0004 landed; the lead re-links it after 0002)
+Revises: 0002
 
 ``folder_key`` is the SHA-256 of the batch folder's resolved path. Unique, so two folders can never share one
 batch (before, ``photos/2023/trip`` and ``photos/2024/trip`` both became batch ``trip`` and the second ingest
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 
 revision = '0003'
-down_revision = '0004'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
