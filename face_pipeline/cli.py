@@ -592,15 +592,11 @@ def train(
     """Train a head on your labels; it is used (to decide among named people) only if the gate finds it helps.
 
     Exit 0 for every answer: trained, refused by the gate, not enough labels."""
-    from face_pipeline.definitions import defs
-
     _settings(runs_jobs=True)
     cfg = {k: v for k, v in {"epochs": epochs, "margin": margin, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}.items() if v is not None}
-    job = defs.resolve_job_def("train_projection")
-    with _instance() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                        run_config={"ops": {"projection_head": {"config": cfg}},
-                                                    "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    # through _run_job (reliability): dead runs recovered, bounded pool wait, Dagster's log only under --verbose
+    result = _run_job("train_projection", run_config={"ops": {"projection_head": {"config": cfg}}},
+                      failure_is_an_answer=lambda r: _training_outcome(r) is not None and _only_the_gate_refused(r))
     out = _training_outcome(result)
     if out is None or (not result.success and not _only_the_gate_refused(result)):
         _run_failed(result, "train_projection")
