@@ -76,7 +76,7 @@ def recover_runs() -> None:
 
 
 def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | None = None, run_config: dict | None = None,
-             failure_is_an_answer=None, report_checks: bool = True):
+             failure_is_an_answer=None, run_id: str | None = None, report_checks: bool = True):
     """Execute a job of the code location in this process, recorded in the home's Dagster instance.
 
     Before it starts: runs whose process died are failed and their pool slots freed, and a pool held by a live
@@ -89,7 +89,7 @@ def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | No
     from face_pipeline.runs import record_run_worker, recover_dead_runs, wait_for_pool
 
     job = defs.resolve_job_def(job_name)
-    run_id = make_new_run_id()
+    run_id = run_id or make_new_run_id()  # [web] serve chooses the id first and returns it before the run starts
     level = "INFO" if _VERBOSE["on"] else "CRITICAL"
     with _instance() as instance:
         for rec in recover_dead_runs(instance):
@@ -595,12 +595,12 @@ def train(
     Exit 0 for every answer: trained, refused by the gate, not enough labels."""
     _settings(runs_jobs=True)
     cfg = {k: v for k, v in {"epochs": epochs, "margin": margin, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}.items() if v is not None}
-    # through _run_job (reliability): dead runs recovered, bounded pool wait, Dagster's log only under --verbose
+    # the same run path as every pipeline command: dead runs recovered, pool waited for, log lines only with --verbose;
+    # the outcome is reported below, so its check is not repeated as a "check failed" line
     result = _run_job("train_projection", run_config={"ops": {"projection_head": {"config": cfg}}},
-                      failure_is_an_answer=lambda r: _training_outcome(r) is not None and _only_the_gate_refused(r),
-                      report_checks=False)
+                      failure_is_an_answer=_only_the_gate_refused, report_checks=False)
     out = _training_outcome(result)
-    if out is None or (not result.success and not _only_the_gate_refused(result)):
+    if out is None:
         _run_failed(result, "train_projection")
     version = f"projection head v{out['version']}" if out.get("version") is not None else "projection head"
     status = out["status"]
@@ -660,6 +660,8 @@ from face_pipeline.cli_suggestions import register as _register_suggestions  # n
 
 _register_suggestions(app)
 # ---- end `suggestions` ---------------------------------------------------------------------------------------
+
+from face_pipeline.cli_web import register as _register_web; _register_web(app)  # noqa: E402,E702 [web] `serve`
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
