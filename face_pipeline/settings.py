@@ -42,7 +42,20 @@ class Settings(BaseSettings):
         description="Qdrant server URL; unset means Qdrant local mode in the home (one process at a time).",
     )
     qdrant_api_key: str | None = Field(default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "qdrant_api_key"))
-    qdrant_collection: str = "faces"
+    # --- production: library name & Qdrant server options (issue 11; the prefix is issue 8 scope 3) ---------
+    library: str = Field(
+        default="",
+        pattern=r"^([a-z0-9][a-z0-9_-]{0,47})?$",
+        description="FACE_LIBRARY: name of this library; its Qdrant collections are {library}_faces, "
+        "{library}_faces_proj … so libraries sharing one Qdrant server never touch each other's. Empty: faces, "
+        "faces_proj … (names derived in core.vectors.CollectionNames).",
+    )
+    qdrant_quantization: Literal["none", "int8"] = Field(
+        default="none",
+        description="int8: scalar quantization of new collections (4x less RAM for vectors; searches rescore "
+        "with the float32 originals). Ignored by local mode.",
+    )
+    # --- end production section ------------------------------------------------------------------------------
 
     # --- models -------------------------------------------------------------------------------------------
     model_name: str = Field(default="w600k_mbf", description="Name recorded with every embedding and checkpoint.")
@@ -98,6 +111,13 @@ class Settings(BaseSettings):
     @property
     def sql_url(self) -> str:
         return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def qdrant_collection(self) -> str:
+        """The raw 512-d collection of this library (derived from ``library``; see core.vectors)."""
+        from face_pipeline.core.vectors import CollectionNames
+
+        return CollectionNames.for_library(self.library).faces
 
     @property
     def qdrant_path(self) -> Path:

@@ -30,11 +30,13 @@ from face_pipeline.core.db.schema import HUMAN_SOURCES, PERSON_MERGED, FaceAssig
 from face_pipeline.core.embedding_files import load_embeddings
 from face_pipeline.core.ingest import face_payload
 from face_pipeline.core.organize import human_label_changes_since
-from face_pipeline.core.vectors import FaceRecord, FaceVectorStore
+from face_pipeline.core.vectors import CollectionNames, FaceRecord, FaceVectorStore
 from face_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-PROJ_ALIAS = "faces_proj"
+# The default library's projected alias (FACE_LIBRARY unset); code derives names from the settings through
+# vectors.CollectionNames (issue 11).
+PROJ_ALIAS = CollectionNames().projected_alias
 
 
 class NoPromotedHead(RuntimeError):
@@ -190,10 +192,11 @@ def reembed_faces(settings: Settings, store: FaceVectorStore) -> ReembedReport:
         payloads = {fid: face_payload(rows[fid], rows[fid].batch) for fid in ids if fid in rows}
     keep = [i for i, f in enumerate(ids) if f in payloads]
     Z = train_mod.project(state, X[keep]) if keep else np.zeros((0, 128), dtype=np.float32)
-    proj = FaceVectorStore(store.client, PROJ_ALIAS, dim=int(Z.shape[1]) if len(Z) else 128)
-    name = f"{PROJ_ALIAS}_v{head.version}"
+    names = CollectionNames.of(settings)  # issue 11: every name from the library prefix
+    proj = FaceVectorStore(store.client, names.projected_alias, dim=int(Z.shape[1]) if len(Z) else 128, quantization=store.quantization)
+    name = names.projected_version(head.version)
     records = [FaceRecord(ids[i], Z[j], payloads[ids[i]]) for j, i in enumerate(keep)]
-    if proj._alias_target(PROJ_ALIAS) == name:
+    if proj._alias_target(names.projected_alias) == name:
         # This head is already live (a re-run after new photos, or after a retrain the gate refused). Rebuilding
         # would delete the collection searches are using, and with it the alias. Same head, same vectors: upsert
         # in place (new faces appear, the others are rewritten identically) and drop faces that no longer exist.
@@ -205,7 +208,8 @@ def reembed_faces(settings: Settings, store: FaceVectorStore) -> ReembedReport:
         proj.create_collection(name, proj.dim)
         proj.upsert(records, collection=name)
         previous = proj.switch_alias(name)
-    removed = [c for c in proj.collections_with_prefix(f"{PROJ_ALIAS}_v") if c != name]
+    # Only this library's superseded versions: another library's collections on a shared server are not ours.
+    removed = [c for c in proj.collection_names() if names.is_projected_version(c) and c != name]
     for c in removed:
         store.client.delete_collection(c)
     with session_scope(settings.sql_url) as s:

@@ -73,14 +73,37 @@ def model_paths(settings: Settings) -> tuple[Path, Path]:
     )
 
 
+GPU_FIX = "pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1"
+
+
+def pick_providers(requested: str | None, available: list[str], gpu_build_installed: bool) -> tuple[list[str], str | None]:
+    """(providers, warning): what was asked for (FACE_PROVIDERS), else CUDA first when this onnxruntime offers it,
+    then CPU. The warning says when onnxruntime-gpu is installed but its CPU twin's files won (CUDA missing):
+    insightface requires the ``onnxruntime`` distribution, and both write the same package."""
+    if requested:
+        return [p.strip() for p in requested.split(",") if p.strip()], None
+    chosen = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or list(available)
+    warning = None
+    if gpu_build_installed and "CUDAExecutionProvider" not in available:
+        warning = (f"onnxruntime-gpu is installed but CUDA is not offered (providers: {', '.join(available)}); "
+                   f"the CPU onnxruntime's files were installed over it: run `{GPU_FIX}`")
+    return chosen, warning
+
+
 def choose_providers(settings: Settings) -> list[str]:
     """CUDA first when onnxruntime-gpu is installed and sees a GPU, CPU otherwise (or as told)."""
-    if settings.providers:
-        return [p.strip() for p in settings.providers.split(",") if p.strip()]
+    from importlib.metadata import PackageNotFoundError, version
+
     import onnxruntime
 
-    available = onnxruntime.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or available
+    try:
+        gpu_build = bool(version("onnxruntime-gpu"))
+    except PackageNotFoundError:
+        gpu_build = False
+    providers, warning = pick_providers(settings.providers, onnxruntime.get_available_providers(), gpu_build)
+    if warning:
+        log.warning(warning)
+    return providers
 
 
 def _session_options(threads: int):
