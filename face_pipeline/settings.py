@@ -66,7 +66,17 @@ class Settings(BaseSettings):
     )
     detector_file: str | None = None
     recognizer_file: str | None = None
-    det_size: int = 640
+    det_size: int = Field(default=640, description="Photos whose long side is below this are detected on a padded canvas; "
+                          "with det_input=fixed, also the square detector input.")
+    # --- detector input fitted to the photo (issue 11 scope 7) ---------------------------------------------
+    det_input: Literal["fit", "fixed"] = Field(
+        default="fit",
+        description="fit: detector input sized to the photo (never upscaled into a larger canvas, long side capped "
+        "at det_max_side, extreme aspect ratios tiled); fixed: every photo resized into det_size x det_size.",
+    )
+    det_max_side: int = Field(default=1024, ge=128, description="Longest detector input side (fit): larger photos are scaled down to it.")
+    det_tile_aspect: float = Field(default=3.0, gt=1.0, description="Photos longer than this many times their short side are detected in overlapping tiles (fit).")
+    # --- end detector input section ---------------------------------------------------------------------------
     det_threshold: float = 0.5
     min_face_size: int = Field(default=20, description="Faces whose shorter bbox side is below this (px) are dropped.")
     embed_batch_size: int = 32
