@@ -32,7 +32,7 @@ run: install
 
 dev: install
 	$(BIN)/face-pipeline init
-	DAGSTER_HOME=$(FACE_PIPELINE_HOME)/dagster_home $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+	DAGSTER_HOME=$(FACE_PIPELINE_HOME)/dagster_home PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dg dev -h $(HOST) -p $(PORT)
 
 test: install
 	$(BIN)/pytest -q

@@ -1,29 +1,34 @@
-"""The Python API: one object per library home, exposing every label operation and the read views.
+"""The Python API: one object per library home, with the label operations and read views as real methods.
 
     from face_pipeline.api import FacePipeline
     fp = FacePipeline(home="~/photos/.face_pipeline")
     fp.label_cluster("unknown_cluster_3", "Alice")
     fp.find_person("party.jpg")
 
-The methods are the functions of :mod:`face_pipeline.core.labels` (and :mod:`report`) with the settings
-bound, so the API, the CLI and a web page behave identically and log the same events.
+Every method calls the same core function the CLI and the web app call (:mod:`face_pipeline.core.labels`,
+:mod:`face_pipeline.core.lookup`, :mod:`face_pipeline.core.report`) with this home's settings bound, so all front
+ends behave identically and log the same events. Errors are the typed ones of :mod:`face_pipeline.core.errors`
+(``InvalidInput``, ``NotFound``, ``Conflict``, ``LibraryNotReady``; all are ``LabelError``).
 """
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from face_pipeline.core import labels, report
+from face_pipeline.core import labels, lookup, report
+from face_pipeline.core.labels import (
+    ClusterInfo,
+    EventInfo,
+    FaceMatch,
+    LabelResult,
+    PersonInfo,
+    PersonSummary,
+    SearchHit,
+)
 from face_pipeline.home import prepare_home
 from face_pipeline.settings import Settings
-
-LABEL_OPERATIONS = (
-    "label_cluster", "label_face", "assign_person", "get_person", "list_persons", "merge_persons", "split_person",
-    "reassign_face", "reject_face", "unassign_face", "hide_person", "unhide_person", "rename_person", "delete_person",
-    "list_clusters", "find_person", "search", "recent_events",
-)
 
 
 class FacePipeline:
@@ -35,16 +40,82 @@ class FacePipeline:
         self.settings = Settings(**overrides)
         prepare_home(self.settings, set_dagster_home=False)
 
-    def __getattr__(self, name: str):
-        if name in LABEL_OPERATIONS:
-            return functools.partial(getattr(labels, name), self.settings)
-        raise AttributeError(name)
+    # --- naming ------------------------------------------------------------------------------------------------
+    def label_cluster(self, cluster_id: str, name: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        """Name every face of an unknown cluster (a new person, or an existing one with that exact name)."""
+        return labels.label_cluster(self.settings, cluster_id, name, actor=actor, reason=reason)
 
-    def __dir__(self):
-        return sorted(set(super().__dir__()) | set(LABEL_OPERATIONS))
+    def label_face(self, face_id: str, name: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        """Say who one face is; clears an earlier "not this person" for that pair."""
+        return labels.label_face(self.settings, face_id, name, actor=actor, reason=reason)
+
+    def reassign_face(self, face_id: str, to: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        """Move a face to another person (logged as a correction)."""
+        return labels.reassign_face(self.settings, face_id, to, actor=actor, reason=reason)
+
+    def assign_person(self, face_id: str, *, actor: str = "user", reason: str | None = None) -> str | None:
+        """Let automation decide one face now (never over a human label); returns its person or ``None``."""
+        return labels.assign_person(self.settings, face_id, actor=actor, reason=reason)
+
+    def reject_face(self, face_id: str, person: str | None = None, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        """"This face is not that person" (default: its current person); automation never proposes it again."""
+        return labels.reject_face(self.settings, face_id, person, actor=actor, reason=reason)
+
+    def unassign_face(self, face_id: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        """Take a face's person away; it returns to clustering."""
+        return labels.unassign_face(self.settings, face_id, actor=actor, reason=reason)
+
+    # --- people ------------------------------------------------------------------------------------------------
+    def merge_persons(self, sources: Sequence[str] | str, target: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        """Merge ``sources`` into ``target``: their faces move, the sources become ``merged``."""
+        return labels.merge_persons(self.settings, sources, target, actor=actor, reason=reason)
+
+    def split_person(self, person: str, face_ids: Sequence[str], new_name: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        """Move some of a person's faces to a new person."""
+        return labels.split_person(self.settings, person, face_ids, new_name, actor=actor, reason=reason)
+
+    def hide_person(self, person: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        """Hide a person from lists; their faces stay theirs."""
+        return labels.hide_person(self.settings, person, actor=actor, reason=reason)
+
+    def unhide_person(self, person: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        return labels.unhide_person(self.settings, person, actor=actor, reason=reason)
+
+    def rename_person(self, person: str, new_name: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        """Rename a person; refused when another person has the name (merge instead)."""
+        return labels.rename_person(self.settings, person, new_name, actor=actor, reason=reason)
+
+    def delete_person(self, person: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
+        """Erase a person (and persons merged into it); their faces return to clustering."""
+        return labels.delete_person(self.settings, person, actor=actor, reason=reason)
+
+    # --- views -------------------------------------------------------------------------------------------------
+    def get_person(self, person: str) -> PersonInfo:
+        return labels.get_person(self.settings, person)
+
+    def list_persons(self, include_hidden: bool = False) -> list[PersonSummary]:
+        return labels.list_persons(self.settings, include_hidden=include_hidden)
+
+    def list_clusters(self) -> list[ClusterInfo]:
+        """Unknown clusters, largest first (one-face noise excluded)."""
+        return labels.list_clusters(self.settings)
+
+    def recent_events(self, since_id: int = 0, limit: int = 100) -> list[EventInfo]:
+        """The change log after ``since_id``, oldest first."""
+        return labels.recent_events(self.settings, since_id=since_id, limit=limit)
 
     def stats(self) -> dict:
         return report.library_stats(self.settings)
 
     def export_frame(self):
+        """One row per face (pandas DataFrame), as ``face-pipeline export`` writes it."""
         return report.export_frame(self.settings)
+
+    # --- photos outside the library ----------------------------------------------------------------------------
+    def find_person(self, image_path: str | Path) -> list[FaceMatch]:
+        """Who is in a photo (need not be in the library)."""
+        return lookup.find_person(self.settings, image_path)
+
+    def search(self, image_path: str | Path, limit: int = 10) -> list[SearchHit]:
+        """The nearest library faces to each face of a photo."""
+        return lookup.search(self.settings, image_path, limit=limit)

@@ -115,7 +115,7 @@ def ingest(
     """Register PHOTOS_DIR as a batch and materialise its face detections and embeddings."""
     from face_pipeline.core.inbox import batch_name_for
     from face_pipeline.core.ingest import register_batch
-    from face_pipeline.defs.partitions import photo_batches
+    from face_pipeline.defs.ingest.partitions import photo_batches
 
     if not photos_dir.is_dir():
         raise CliError(f"{photos_dir} is not a folder")

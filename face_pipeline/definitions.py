@@ -1,33 +1,31 @@
-"""The Dagster code location: assets, checks, jobs, sensors, schedules and the one resource.
+"""The Dagster code location: everything under :mod:`face_pipeline.defs`, found by Dagster's defs-folder loader.
 
-Runs execute in one process (``in_process_executor``): the Qdrant local folder admits one process, and a
-multi-process executor would open it from every step.
+Each domain folder (``ingest``, ``organize``, ``training``, ``automation``) holds its assets, checks, jobs,
+sensors and schedules beside each other; nothing keeps a hand-made list of them. ``defs/resources.py`` adds the
+one resource and the executor. Loaded by ``dg dev`` (``[tool.dg]`` in pyproject.toml), ``dagster dev -m
+face_pipeline.definitions`` and the Docker/Kubernetes code servers alike.
 """
+
+from pathlib import Path
 
 import dagster as dg
 
-from face_pipeline.defs.assets.clustering import (
-    no_person_twice_in_a_photo,
-    organize_job,
-    sql_and_qdrant_agree,
-    supervised_assignments,
-    unknown_clusters,
-)
-from face_pipeline.defs.assets.ingest import face_detections, face_embeddings, ingest_job
-from face_pipeline.defs.assets.training import head_not_worse_than_raw, projection_head, reembedded_faces, training_job
-from face_pipeline.defs.resources import FacePipelineResource
-from face_pipeline.defs.schedules import nightly_job, nightly_refresh
-from face_pipeline.defs.sensors import label_change_sensor, photo_inbox_sensor
+import face_pipeline.defs
 from face_pipeline.settings import disable_telemetry
 
-disable_telemetry()
+disable_telemetry()  # before any defs module imports onnxruntime
 
-defs = dg.Definitions(
-    assets=[face_detections, face_embeddings, supervised_assignments, unknown_clusters, projection_head, reembedded_faces],
-    asset_checks=[no_person_twice_in_a_photo, sql_and_qdrant_agree, head_not_worse_than_raw],
-    jobs=[ingest_job, organize_job, training_job, nightly_job],
-    sensors=[photo_inbox_sensor, label_change_sensor],
-    schedules=[nightly_refresh],
-    resources={"face_pipeline": FacePipelineResource()},
-    executor=dg.in_process_executor,
-)
+
+def _load() -> dg.Definitions:
+    """The defs folder as a Dagster project. A source checkout has pyproject.toml's ``[tool.dg]``; an installed
+    wheel (a Docker image) does not, so the package folder itself is the project root there."""
+    from dagster.components.core.component_tree import ComponentTree
+
+    package_dir = Path(face_pipeline.defs.__file__).resolve().parent.parent
+    try:
+        return dg.load_from_defs_folder(path_within_project=package_dir)
+    except Exception:  # no dg project configuration above an installed package
+        return ComponentTree.from_module(defs_module=face_pipeline.defs, project_root=package_dir.parent).build_defs()
+
+
+defs = _load()

@@ -44,14 +44,26 @@ schedules:
 """
 
 
+_prepared: set[tuple[str, str]] = set()
+
+
 def prepare_home(settings: Settings, *, set_dagster_home: bool = True) -> Path:
-    """Create the home layout, migrate SQL to head and write the embedded Dagster config. Idempotent."""
+    """Create the home layout, migrate SQL to head and write the embedded Dagster config. Idempotent.
+
+    Done once per process and library (home + database): sensors tick every few seconds and every command, run
+    and resource asks for it; the Alembic upgrade alone costs ~0.3 s."""
     home = settings.home_dir
+    key = (str(home), settings.sql_url)
+    if key in _prepared:
+        if set_dagster_home and not os.environ.get("FACE_KEEP_DAGSTER_HOME"):
+            os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+        return home
     for sub in ("artifacts", "qdrant", "dagster_home", "inbox"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     dagster_home = settings.dagster_home
     (dagster_home / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML.format(home=dagster_home.as_posix()))
     upgrade(settings.sql_url)
+    _prepared.add(key)
     if set_dagster_home and not os.environ.get("FACE_KEEP_DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(dagster_home)
     return home

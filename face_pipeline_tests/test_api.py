@@ -32,3 +32,26 @@ def test_api_labels_a_real_face_and_finds_the_person(faces_dev, models, tmp_path
         fp.label_cluster("unknown_cluster_999", "Nobody")
     with pytest.raises(AttributeError):
         fp.not_an_operation  # noqa: B018
+
+
+def test_api_methods_are_real_methods_with_signatures_and_docs():
+    """The API is explicit: help(FacePipeline) and IDEs show every operation's parameters (no __getattr__)."""
+    import inspect
+
+    from face_pipeline.api import FacePipeline
+
+    assert "__getattr__" not in FacePipeline.__dict__
+    expected = {
+        "label_cluster": ["cluster_id", "name"], "label_face": ["face_id", "name"], "reassign_face": ["face_id", "to"],
+        "assign_person": ["face_id"], "reject_face": ["face_id", "person"], "unassign_face": ["face_id"],
+        "merge_persons": ["sources", "target"], "split_person": ["person", "face_ids", "new_name"],
+        "hide_person": ["person"], "unhide_person": ["person"], "rename_person": ["person", "new_name"],
+        "delete_person": ["person"], "get_person": ["person"], "list_persons": ["include_hidden"],
+        "list_clusters": [], "recent_events": ["since_id", "limit"], "find_person": ["image_path"],
+        "search": ["image_path", "limit"], "stats": [], "export_frame": [],
+    }
+    for name, leading in expected.items():
+        method = FacePipeline.__dict__.get(name)
+        assert inspect.isfunction(method), name
+        params = [p for p in inspect.signature(method).parameters if p != "self"]
+        assert params[: len(leading)] == leading, (name, params)

@@ -143,3 +143,24 @@ def test_errors_are_one_line_without_traceback(cli_library):
     line = _one_line_error(*cli_library["txt"])
     assert ".csv or .parquet" in line and ".txt" in line
     assert not (cli_library["root"] / "faces.txt").exists()
+
+
+def test_without_face_pipeline_home_the_library_goes_to_dot_face_pipeline_not_home(tmp_path, faces_dev):
+    """Run from another folder with HOME set and FACE_PIPELINE_HOME unset (no Makefile): the library must be created
+    in ./.face_pipeline of the working folder, and nothing may be written into the user's home folder."""
+    user_home, work = tmp_path / "user_home", tmp_path / "work"
+    user_home.mkdir()
+    work.mkdir()
+    photos = work / "photos"
+    photos.mkdir()
+    src = next(iter(faces_dev.values()))[0]
+    shutil.copy(src, photos / src.name)
+    env = _env(tmp_path / "unused")
+    del env["FACE_PIPELINE_HOME"]
+    env["HOME"] = str(user_home)
+    for args in (["init"], ["ingest", str(photos), "--batch", "one"], ["stats", "--json"]):
+        proc = subprocess.run([str(CLI), *args], env=env, cwd=work, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    assert (work / ".face_pipeline" / "face_pipeline.sqlite").exists()
+    assert json.loads(proc.stdout)["faces"] >= 1
+    assert sorted(p.name for p in user_home.rglob("*")) == [], "something was written into $HOME"

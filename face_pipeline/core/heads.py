@@ -28,7 +28,7 @@ from face_pipeline.core import train as train_mod
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import HUMAN_SOURCES, PERSON_MERGED, FaceAssignmentEvent, FaceInstance, Person, ProjectionHead
 from face_pipeline.core.embedding_files import load_embeddings
-from face_pipeline.core.ingest import face_payload
+from face_pipeline.core import face_state
 from face_pipeline.core.organize import human_label_changes_since
 from face_pipeline.core.vectors import CollectionNames, FaceRecord, FaceVectorStore
 from face_pipeline.settings import Settings
@@ -189,7 +189,7 @@ def reembed_faces(settings: Settings, store: FaceVectorStore) -> ReembedReport:
     with session_scope(settings.sql_url) as s:
         wanted = set(ids)  # one scan instead of an IN list: SQLite caps bound variables
         rows = {f.face_id: f for f in s.scalars(select(FaceInstance)) if f.face_id in wanted}
-        payloads = {fid: face_payload(rows[fid], rows[fid].batch) for fid in ids if fid in rows}
+        payloads = {fid: face_state.payload_of(rows[fid]) for fid in ids if fid in rows}
     keep = [i for i, f in enumerate(ids) if f in payloads]
     Z = train_mod.project(state, X[keep]) if keep else np.zeros((0, 128), dtype=np.float32)
     names = CollectionNames.of(settings)  # issue 11: every name from the library prefix

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import delete, select
 
+from face_pipeline.core import face_state
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import (
     PHOTO_DUPLICATE,
@@ -255,20 +256,6 @@ def _write_crops(settings: Settings, batch: str, faces: list[_FaceRow], crops: l
         log.exception("could not write detections.parquet for %s", batch)
 
 
-def face_payload(face: FaceInstance, batch: str) -> dict:
-    """The Qdrant payload of one face, always built from the SQL row (SQL is the source of truth)."""
-    return {
-        "face_id": face.face_id,
-        "image_id": face.image_id,
-        "bbox": [round(face.x1, 1), round(face.y1, 1), round(face.x2, 1), round(face.y2, 1)],
-        "person_id": face.person_id,
-        "person_confidence": face.person_confidence,
-        "det_score": round(face.det_score, 4),
-        "quality_score": face.quality_score,
-        "batch": batch,
-    }
-
-
 def embed_batch(settings: Settings, batch: str, models: FaceModels, store: FaceVectorStore, progress: Progress | None = None) -> EmbeddingReport:
     """Embed the batch's crops, record quality in SQL and replace the batch's points in Qdrant."""
     t0 = time.perf_counter()
@@ -306,7 +293,7 @@ def embed_batch(settings: Settings, batch: str, models: FaceModels, store: FaceV
             row.embedded = True
             row.payload_dirty = False
             qualities.append(row.quality_score)
-            records.append(FaceRecord(fid, vec, face_payload(row, batch)))
+            records.append(FaceRecord(fid, vec, face_state.payload_of(row, batch)))
         b = s.get(PhotoBatch, batch)
         b.status, b.embedded_at = "embedded", utcnow()
     save_batch_embeddings(settings, batch, [face_ids[i] for i in kept], unit[kept] if len(unit) else unit)

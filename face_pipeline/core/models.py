@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,3 +332,23 @@ def quality_score(embedding_norm: float, det_score: float) -> float:
     blurred faces, 20–28 for good ones, mapped linearly 12→0, 26→1) times the detector's confidence."""
     norm_part = min(1.0, max(0.0, (embedding_norm - 12.0) / 14.0))
     return float(round(norm_part * det_score, 4))
+
+
+# The settings that decide which sessions a FaceModels holds; two Settings equal on these share one instance.
+_MODEL_FIELDS = ("model_name", "model_dir", "detector_file", "recognizer_file", "det_size", "det_threshold",
+                 "min_face_size", "embed_batch_size", "threads", "providers", "max_image_pixels")
+_shared: dict[str, FaceModels] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_models(settings: Settings) -> FaceModels:
+    """The one FaceModels of this process for a model configuration.
+
+    Building the ONNX sessions costs time and memory; the Dagster resource, ``find``/``search`` from the CLI and
+    the web app all ask here, so a process never holds two copies of the same models."""
+    key = repr(tuple(getattr(settings, k) for k in _MODEL_FIELDS))
+    with _shared_lock:
+        m = _shared.get(key)
+        if m is None:
+            m = _shared[key] = FaceModels(settings)
+        return m

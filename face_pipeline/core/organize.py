@@ -22,11 +22,12 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
+from face_pipeline.core import face_state
 from face_pipeline.core import assign as assign_mod
 from face_pipeline.core import cluster as cluster_mod
 from face_pipeline.core.db import session_scope
@@ -34,20 +35,16 @@ from face_pipeline.core.db.schema import (
     HUMAN_SOURCES,
     PERSON_MERGED,
     PIPELINE_ACTOR,
-    SOURCE_AUTO,
     FaceAssignmentEvent,
     FaceInstance,
     FaceRejection,
     Person,
-    PersonPrototype,
     PipelineState,
 )
 from face_pipeline.core.embedding_files import load_embeddings
 from face_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-NOISE_PREFIX = "unknown_noise_"
-CLUSTER_PREFIX = "unknown_cluster_"
 Projector = Callable[[np.ndarray], np.ndarray]
 
 
@@ -116,13 +113,6 @@ def refresh_labels(settings: Settings, lib: Library) -> Library:
     state = _label_state(settings)
     keep = [i for i, f in enumerate(lib.face_ids) if f in state[0]]
     return _with_labels([lib.face_ids[i] for i in keep], lib.X[keep], state)
-
-
-def _faces_by_id(s, face_ids: Sequence[str], chunk: int = 900) -> Iterator[FaceInstance]:
-    """FaceInstance rows for ``face_ids``, queried in chunks (SQLite caps the bound variables of one IN list)."""
-    ids = list(face_ids)
-    for start in range(0, len(ids), chunk):
-        yield from s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(ids[start : start + chunk])))
 
 
 # ---------------------------------------------------------------------------------------------- supervised ----
@@ -205,8 +195,6 @@ def supervised_assignment(
     rep.assigned = len(confidences)
     rep.mean_confidence = float(np.mean(confidences)) if confidences else 0.0
     _write_assignments(settings, updates, rep)
-    if protos is not None and rows is None:
-        _store_prototypes(settings, protos, space)
     rep.seconds = time.perf_counter() - t0
     return rep
 
@@ -328,41 +316,16 @@ def _propagate_by_neighbours(settings: Settings, lib: Library, pindex: dict[str,
 
 
 def _write_assignments(settings: Settings, updates: dict[str, tuple], rep: AssignmentReport) -> None:
+    """Apply automation's decisions through the face-state owner (which never overrides a human label)."""
     if not updates:
         return
     with session_scope(settings.sql_url) as s:
-        for f in _faces_by_id(s, updates):
-            if f.assignment_source in HUMAN_SOURCES and f.person_id is not None:
-                continue  # a person changed it while we computed: theirs wins
+        for f in face_state.faces_by_id(s, updates):
             person, conf, margin = updates[f.face_id]
-            if person is None:
-                if f.assignment_source == SOURCE_AUTO and f.person_id is not None:
-                    s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_unassign", face_id=f.face_id, from_person=f.person_id,
-                                              reason="no longer clears the match threshold"))
-                    rep.unassigned_again += 1
-                    f.person_id, f.assignment_source, f.cluster_id = None, None, None
-                    f.payload_dirty = True
-                f.person_confidence, f.person_margin = None, None
-                continue
-            if f.person_id != person:
-                s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_assign", face_id=f.face_id, from_person=f.person_id,
-                                          to_person=person, reason=f"confidence {conf:.3f}"))
-                rep.changed_person += f.person_id is not None
-                rep.newly_assigned += f.person_id is None
-                f.payload_dirty = True
-            elif f.person_confidence is None or abs(f.person_confidence - conf) > 1e-4:
-                f.payload_dirty = True
-            f.person_id, f.assignment_source, f.cluster_id = person, SOURCE_AUTO, person
-            f.person_confidence, f.person_margin = round(conf, 5), round(margin, 5)
-
-
-def _store_prototypes(settings: Settings, protos: assign_mod.Prototypes, space: str) -> None:
-    with session_scope(settings.sql_url) as s:
-        s.execute(delete(PersonPrototype).where(PersonPrototype.space == space))
-        for p, pid in enumerate(protos.person_ids):
-            s.add(PersonPrototype(person_id=pid, kind="centroid", space=space, vector=protos.centroids[p].astype("<f4").tobytes()))
-            for e in np.flatnonzero(protos.exemplar_owner == p):
-                s.add(PersonPrototype(person_id=pid, kind="exemplar", space=space, vector=protos.exemplars[e].astype("<f4").tobytes()))
+            outcome = face_state.write_pipeline_decision(s, f, person, conf, margin)
+            rep.newly_assigned += outcome == "assigned"
+            rep.changed_person += outcome == "moved"
+            rep.unassigned_again += outcome == "unassigned"
 
 
 # ---------------------------------------------------------------------------------------------- clustering ----
@@ -422,7 +385,7 @@ def cluster_unknown(
             groups=[lib.image_ids[i] for i in rows], seed=0,
         )
     face_ids = [lib.face_ids[i] for i in rows]
-    previous = {lib.face_ids[i]: lib.cluster_ids[i] for i in rows if (lib.cluster_ids[i] or "").startswith(CLUSTER_PREFIX)}
+    previous = {lib.face_ids[i]: lib.cluster_ids[i] for i in rows if face_state.is_unknown_cluster(lib.cluster_ids[i])}
     with session_scope(settings.sql_url) as s:
         next_number = int(_state(s, "next_cluster_number", "1"))
         mapping, new_next = cluster_mod.stable_cluster_ids(previous, labels, face_ids, next_number)
@@ -433,10 +396,9 @@ def cluster_unknown(
         rep.noise = len(rows) - rep.clustered_faces
         rep.new_ids = new_next - next_number
         rep.kept_ids = rep.clusters - rep.new_ids
-        wanted = {fid: mapping.get(fid, f"{NOISE_PREFIX}{fid}") for fid in face_ids}
-        for f in _faces_by_id(s, face_ids):
-            if f.person_id is None and f.cluster_id != wanted[f.face_id]:
-                f.cluster_id = wanted[f.face_id]
+        wanted = {fid: mapping.get(fid, face_state.noise_id(fid)) for fid in face_ids}
+        for f in face_state.faces_by_id(s, face_ids):
+            face_state.set_unknown_group(f, wanted[f.face_id])
         _set_state(s, "last_clustered_at", str(time.time()))
     rep.seconds = time.perf_counter() - t0
     return rep
@@ -469,9 +431,9 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
     # count as cluster members. Treating them as new would turn a cluster lying inside the batch into noise and
     # lose its stable id at the next re-cluster.
     wanted_ids = set(face_ids)
-    new = {f for f, c in zip(lib.face_ids, lib.cluster_ids) if f in wanted_ids and not (c or "").startswith(CLUSTER_PREFIX)}
+    new = {f for f, c in zip(lib.face_ids, lib.cluster_ids) if f in wanted_ids and not face_state.is_unknown_cluster(c)}
     rows = [i for i, f in enumerate(lib.face_ids) if f in new and lib.person_ids[i] is None]
-    old = [i for i, c in enumerate(lib.cluster_ids) if lib.face_ids[i] not in new and lib.person_ids[i] is None and (c or "").startswith(CLUSTER_PREFIX)]
+    old = [i for i, c in enumerate(lib.cluster_ids) if lib.face_ids[i] not in new and lib.person_ids[i] is None and face_state.is_unknown_cluster(c)]
     wanted: dict[str, str] = {}
     if rows:
         if old:
@@ -487,12 +449,11 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
                 wanted[fid] = cluster_names[int(got[local])]
                 rep.joined_clusters += 1
             else:
-                wanted[fid] = f"{NOISE_PREFIX}{fid}"
+                wanted[fid] = face_state.noise_id(fid)
                 rep.noise += 1
     with session_scope(settings.sql_url) as s:
-        for f in _faces_by_id(s, wanted):
-            if f.person_id is None:
-                f.cluster_id = wanted[f.face_id]
+        for f in face_state.faces_by_id(s, wanted):
+            face_state.set_unknown_group(f, wanted[f.face_id])
     rep.seconds = time.perf_counter() - t0
     return rep
 

@@ -17,7 +17,7 @@ from sqlalchemy import and_, select, update
 
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import FaceInstance
-from face_pipeline.core.ingest import face_payload
+from face_pipeline.core import face_state
 from face_pipeline.core.vectors import CollectionNames, FaceVectorStore, VectorStoreBusy, open_vector_client, point_id
 from face_pipeline.settings import Settings
 
@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 
 # Faces per round trip: bounds memory and keeps each SQL transaction short (other processes write the same file).
 _CHUNK = 1000
-# The columns face_payload reads: the flag may be cleared only if none of them changed since they were pushed.
-_PAYLOAD_COLUMNS = ("person_id", "person_confidence", "quality_score", "det_score", "x1", "y1", "x2", "y2", "image_id", "batch")
 
 
 def _dirty_ids(settings: Settings) -> list[str]:
@@ -66,8 +64,8 @@ def _sync(settings: Settings, stores: list[FaceVectorStore], face_ids: list[str]
         chunk = face_ids[i : i + _CHUNK]
         with session_scope(settings.sql_url) as s:
             rows = list(s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(chunk), FaceInstance.payload_dirty.is_(True))))
-            snapshot = {r.face_id: {c: getattr(r, c) for c in _PAYLOAD_COLUMNS} for r in rows}
-            payloads = {r.face_id: face_payload(r, r.batch) for r in rows}
+            snapshot = {r.face_id: face_state.payload_snapshot(r) for r in rows}
+            payloads = {r.face_id: face_state.payload_of(r) for r in rows}
         if not payloads:
             continue
         for store in stores:
@@ -91,7 +89,7 @@ def _sync(settings: Settings, stores: list[FaceVectorStore], face_ids: list[str]
 
 
 def sync_payloads(settings: Settings, store: FaceVectorStore | None = None) -> int:
-    """Push the payload (``ingest.face_payload``: person_id, person_confidence, …) of every ``payload_dirty``
+    """Push the payload (``face_state.payload_of``: person_id, person_confidence, …) of every ``payload_dirty``
     embedded face to Qdrant and clear the flag; returns how many faces were synced.
 
     With ``store=None`` the configured client is opened (raising :class:`VectorStoreBusy` when another process

@@ -31,11 +31,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from face_pipeline.core.face_state import PAYLOAD_FIELDS  # noqa: F401 (re-exported; the face-state module defines the payload)
 from face_pipeline.settings import Settings
 
 # Fixed namespace: the same face_id always maps to the same point id, so writing a face twice overwrites it.
 FACE_NAMESPACE = uuid.UUID("6f1f6b8e-2c0e-4f43-9d0b-5d2b8e0f4a11")
-PAYLOAD_FIELDS = ("face_id", "image_id", "bbox", "person_id", "person_confidence", "det_score", "quality_score", "indexed_at", "batch")
 
 
 # Payload fields that searches and deletes filter on: indexed on a Qdrant server (keyword indexes).

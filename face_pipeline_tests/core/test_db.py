@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import numpy as np
 import pytest
 from sqlalchemy import delete, inspect, select, text
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +15,6 @@ from face_pipeline.core.db.schema import (
     FaceInstance,
     FaceRejection,
     Person,
-    PersonPrototype,
     Photo,
     PhotoBatch,
     PipelineState,
@@ -77,7 +75,6 @@ def test_sqlite_engine_uses_wal_and_foreign_keys(tmp_path):
 
 def test_rows_of_every_table_round_trip(db_url):
     upgrade(db_url)
-    vec = np.arange(512, dtype=np.float32) / 512
     written: set[str] = set()
     with session_scope(db_url) as s:
         rows = [
@@ -95,7 +92,6 @@ def test_rows_of_every_table_round_trip(db_url):
                          quality_score=0.61, embedding_norm=22.4, embedding_model="w600k_mbf", embedded=True,
                          person_id="person_a", cluster_id="unknown_cluster_0001", person_confidence=0.72,
                          person_margin=0.11, assignment_source="manual", payload_dirty=True),
-            PersonPrototype(person_id="person_a", kind="centroid", space="raw", face_id=None, vector=vec.tobytes(), faces=3),
             FaceAssignmentEvent(actor="alice", action="assign", face_id="abcdabcdabcdabcd_face0", to_person="person_a",
                                 reason="looks like her", details={"score": 0.72, "via": ["cli"]}),
             ProjectionHead(version=1, embedding_model="w600k_mbf", path="/heads/v1.pt", promoted=True, live=False,
@@ -119,8 +115,6 @@ def test_rows_of_every_table_round_trip(db_url):
         f = s.get(FaceInstance, "abcdabcdabcdabcd_face0")
         assert f.landmarks == [[10.0, 20.0]] * 5 and f.embedded is True and f.payload_dirty is True
         assert (f.x1, f.y2, f.det_score, f.person_id, f.assignment_source) == (1.5, 152.0, 0.87, "person_a", "manual")
-        proto = s.scalars(select(PersonPrototype)).one()
-        np.testing.assert_array_equal(np.frombuffer(proto.vector, dtype=np.float32), vec)
         ev = s.scalars(select(FaceAssignmentEvent)).one()
         assert ev.id >= 1 and ev.details == {"score": 0.72, "via": ["cli"]}
         assert abs(ev.created_at.replace(tzinfo=ev.created_at.tzinfo or timezone.utc) - datetime.now(timezone.utc)).total_seconds() < 120
@@ -142,7 +136,6 @@ def test_rows_of_every_table_round_trip(db_url):
         s.execute(delete(Person).where(Person.person_id == "person_a"))
     with session_scope(db_url) as s:
         assert s.get(FaceInstance, "abcdabcdabcdabcd_face0").person_id is None
-        assert s.scalars(select(PersonPrototype)).all() == []
         s.execute(delete(PhotoBatch).where(PhotoBatch.name == "2024-summer"))
     with session_scope(db_url) as s:
         assert s.scalars(select(Photo)).all() == [] and s.scalars(select(FaceInstance)).all() == []

@@ -28,12 +28,11 @@ from face_pipeline.core.db.schema import (
     FaceInstance,
     FaceRejection,
     Person,
-    PersonPrototype,
     Photo,
     PhotoBatch,
 )
 from face_pipeline.core.embedding_files import save_batch_embeddings
-from face_pipeline.core.ingest import face_payload
+from face_pipeline.core.face_state import payload_of as face_payload
 from face_pipeline.core.labels import LabelError
 from face_pipeline.core.models import DetectedFace
 from face_pipeline.core.sync import sync_payloads, try_sync_payloads
@@ -129,7 +128,9 @@ def _isolated(monkeypatch):
     def boom(settings):
         raise AssertionError("models must not be loaded in this test")
 
-    monkeypatch.setattr(labels, "_models_for", boom)
+    from face_pipeline.core import lookup
+
+    monkeypatch.setattr(lookup, "shared_models", boom)
 
 
 def face(settings, face_id) -> FaceInstance:
@@ -330,8 +331,6 @@ def test_merge_persons_moves_faces_and_resolves_conflicts(lib):
     b = labels.label_face(lib, fid("imgaa", 1), "Alicia").person_id
     labels.label_face(lib, fid("imga1"), "Alicia")
     labels.reject_face(lib, fid("imgd"), "Alicia")
-    with session_scope(lib.sql_url) as s:
-        s.add(PersonPrototype(person_id=b, kind="centroid", vector=b"\0" * 8))
     res = labels.merge_persons(lib, ["Alicia"], "Alice", actor="m", reason="same woman")
     assert res.person_id == a and res.changed == [fid("imga1")]
     assert res.conflicts == [fid("imgaa", 1)] and res.unassigned == [fid("imgaa", 1)]  # imgaa face0 (quality .85) stays
@@ -341,7 +340,6 @@ def test_merge_persons_moves_faces_and_resolves_conflicts(lib):
     assert info.status == PERSON_MERGED and info.merged_into == a and info.faces == 0
     with session_scope(lib.sql_url) as s:
         assert {(r.face_id, r.person_id) for r in s.scalars(select(FaceRejection))} == {(fid("imgd"), a)}
-        assert s.scalars(select(PersonPrototype)).all() == []
     person_ev = [e for e in events(lib, action="merge_persons") if e.face_id is None]
     assert len(person_ev) == 1 and (person_ev[0].from_person, person_ev[0].to_person, person_ev[0].actor) == (b, a, "m")
     assert person_ev[0].details == {"faces_moved": 1}
@@ -407,14 +405,12 @@ def test_delete_person_erases_and_clears_payload(lib):
     old = labels.label_face(lib, fid("imgn1"), "Old Alice").person_id
     labels.merge_persons(lib, [old], a)
     labels.reject_face(lib, fid("imgd"), a)
-    with session_scope(lib.sql_url) as s:
-        s.add(PersonPrototype(person_id=a, kind="centroid", vector=b"\0" * 8))
     assert payload(lib, fid("imga0"))["person_id"] == a
     out = labels.delete_person(lib, "Alice Secret", actor="gdpr")
     assert sorted(out.unassigned) == sorted(res.changed + [fid("imgn1")])
     with session_scope(lib.sql_url) as s:
         assert s.get(Person, a) is None and s.get(Person, old) is None
-        assert s.scalars(select(FaceRejection)).all() == [] and s.scalars(select(PersonPrototype)).all() == []
+        assert s.scalars(select(FaceRejection)).all() == []
     f = face(lib, fid("imga0"))
     assert (f.person_id, f.assignment_source, f.cluster_id, f.payload_dirty) == (None, None, None, False)
     assert payload(lib, fid("imga0")).get("person_id") is None and payload(lib, fid("imgn1")).get("person_id") is None
@@ -597,7 +593,9 @@ def test_find_person_on_real_photos(tmp_path, dev_people, models, monkeypatch):
     """Ingest 3 photos each of 3 people with the real models, label them, recognise a 4th photo."""
     from face_pipeline.core.ingest import detect_batch, embed_batch, register_batch
 
-    monkeypatch.setattr(labels, "_models_for", lambda settings: models)  # the session's one FaceModels
+    from face_pipeline.core import lookup
+
+    monkeypatch.setattr(lookup, "shared_models", lambda settings: models)  # the session's one FaceModels
     settings = Settings(home=tmp_path / "home")
     upgrade(settings.sql_url)
     folder = tmp_path / "photos"

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import PhotoBatch
 from face_pipeline.core.samples import sample_photo_paths
-from face_pipeline.defs.partitions import photo_batches
+from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
-from face_pipeline.defs.sensors import photo_inbox_sensor
+from face_pipeline.defs.automation.sensors import photo_inbox_sensor
 from face_pipeline.settings import Settings
 
 

@@ -15,8 +15,8 @@ from face_pipeline.core.db.schema import FaceInstance, Photo
 from face_pipeline.core.ingest import register_batch
 from face_pipeline.core.samples import sample_photo_paths
 from face_pipeline.core.vectors import FaceVectorStore, open_vector_client
-from face_pipeline.defs.assets.ingest import face_detections, face_embeddings
-from face_pipeline.defs.partitions import photo_batches
+from face_pipeline.defs.ingest.assets import face_detections, face_embeddings
+from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 from face_pipeline.home import prepare_home
 from face_pipeline.settings import Settings

@@ -22,14 +22,14 @@ from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import SOURCE_AUTO, SOURCE_MANUAL, FaceInstance, Person, Photo
 from face_pipeline.core.ingest import register_batch
 from face_pipeline.core.vectors import FaceVectorStore, open_vector_client
-from face_pipeline.defs.assets.clustering import (
+from face_pipeline.defs.organize.assets import (
     no_person_twice_in_a_photo,
     sql_and_qdrant_agree,
     supervised_assignments,
     unknown_clusters,
 )
-from face_pipeline.defs.assets.ingest import face_detections, face_embeddings
-from face_pipeline.defs.partitions import photo_batches
+from face_pipeline.defs.ingest.assets import face_detections, face_embeddings
+from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 from face_pipeline.home import prepare_home
 from face_pipeline.settings import Settings

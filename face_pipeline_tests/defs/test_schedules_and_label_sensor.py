@@ -14,8 +14,8 @@ from face_pipeline.core import labels
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import SOURCE_AUTO, SOURCE_MANUAL, FaceAssignmentEvent, ProjectionHead
 from face_pipeline.definitions import defs
-from face_pipeline.defs.schedules import ORGANIZE_KEYS, TRAINING_KEYS, nightly_refresh
-from face_pipeline.defs.sensors import label_change_sensor
+from face_pipeline.defs.automation.schedules import ORGANIZE_KEYS, TRAINING_KEYS, nightly_refresh
+from face_pipeline.defs.automation.sensors import label_change_sensor
 from face_pipeline.settings import Settings
 from face_pipeline_tests.defs.test_organize_assets import face_state, label, library_home, metadata, resources, shared_library
 

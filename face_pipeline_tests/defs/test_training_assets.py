@@ -17,7 +17,7 @@ from face_pipeline.core.db.schema import ProjectionHead
 from face_pipeline.core.heads import PROJ_ALIAS
 from face_pipeline.core.vectors import FaceVectorStore, open_vector_client
 from face_pipeline.definitions import defs
-from face_pipeline.defs.assets.training import reembedded_faces
+from face_pipeline.defs.training.assets import reembedded_faces
 from face_pipeline.settings import Settings
 from face_pipeline_tests.defs.test_organize_assets import label, library_home, metadata, resources, shared_library
 

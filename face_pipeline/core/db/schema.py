@@ -17,7 +17,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -123,20 +122,6 @@ class FaceRejection(Base):
     __tablename__ = "face_rejections"
     face_id: Mapped[str] = mapped_column(ForeignKey("face_instances.face_id", ondelete="CASCADE"), primary_key=True)
     person_id: Mapped[str] = mapped_column(ForeignKey("persons.person_id", ondelete="CASCADE"), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class PersonPrototype(Base):
-    """A person's centroid or exemplar vector in one embedding space (``raw`` or ``proj_v{N}``)."""
-
-    __tablename__ = "person_prototypes"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    person_id: Mapped[str] = mapped_column(ForeignKey("persons.person_id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(20))  # centroid / exemplar
-    space: Mapped[str] = mapped_column(String(40), default="raw")
-    face_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
-    faces: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -5,7 +5,7 @@ import dagster as dg
 
 from face_pipeline.core import ingest, organize
 from face_pipeline.core.sync import sync_payloads
-from face_pipeline.defs.partitions import photo_batches
+from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 
 QDRANT_POOL = "face_vectors"  # runs that open the Qdrant folder share this pool (limit 1 in local mode)

@@ -7,7 +7,7 @@ import dagster as dg
 from face_pipeline.core import organize
 from face_pipeline.core.consistency import vector_store_disagreements
 from face_pipeline.core.sync import sync_payloads
-from face_pipeline.defs.assets.ingest import QDRANT_POOL, face_embeddings
+from face_pipeline.defs.ingest.assets import QDRANT_POOL, face_embeddings
 from face_pipeline.defs.resources import FacePipelineResource
 
 

@@ -27,27 +27,21 @@ Unassigned faces get ``cluster_id = NULL`` so the clustering stage picks them up
 from __future__ import annotations
 
 import logging
-import re
-import threading
-import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from face_pipeline.core.assign import Prototypes, assign_faces, build_prototypes
+from face_pipeline.core import face_state
+from face_pipeline.core.assign import assign_faces
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import (
     HUMAN_SOURCES,
     PERSON_ACTIVE,
     PERSON_HIDDEN,
     PERSON_MERGED,
-    PHOTO_OK,
     SOURCE_AUTO,
     SOURCE_CLUSTER,
     SOURCE_MANUAL,
@@ -55,169 +49,21 @@ from face_pipeline.core.db.schema import (
     FaceInstance,
     FaceRejection,
     Person,
-    PersonPrototype,
-    Photo,
 )
 from face_pipeline.core.embedding_files import load_embeddings
-from face_pipeline.core.errors import Conflict, InvalidInput, LabelError, LibraryNotReady, NotFound  # noqa: F401 (LabelError re-exported)
-from face_pipeline.core.models import FaceModels, l2_normalize
-from face_pipeline.core.photos import PhotoError, load_photo
+from face_pipeline.core.errors import Conflict, InvalidInput, LibraryNotReady, NotFound
+from face_pipeline.core.labels.evidence import human_prototypes
+from face_pipeline.core.labels.refs import clean_ref, faces_of, get_face, resolve_person
+from face_pipeline.core.labels.results import LabelResult
 from face_pipeline.core.sync import try_sync_payloads
-from face_pipeline.core.vectors import FaceVectorStore, VectorStoreBusy, open_vector_client
 from face_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "ClusterInfo",
-    "EventInfo",
-    "FaceMatch",
-    "LabelError",
-    "LabelResult",
-    "PersonInfo",
-    "PersonSummary",
-    "SearchHit",
-    "assign_person",
-    "delete_person",
-    "find_person",
-    "get_person",
-    "hide_person",
-    "label_cluster",
-    "label_face",
-    "list_clusters",
-    "list_persons",
-    "merge_persons",
-    "reassign_face",
-    "recent_events",
-    "reject_face",
-    "rename_person",
-    "resolve_person",
-    "search",
-    "split_person",
-    "unassign_face",
-    "unhide_person",
-]
-
-PERSON_ID_RE = re.compile(r"person_[0-9a-f]{32}")
 MAX_NAME = 300  # Person.name column width
-UNKNOWN_CLUSTER_PREFIX = "unknown_cluster_"
-CLUSTER_SAMPLES = 6
-HUMAN_CONFIDENCE = 1.0  # a person said so: the payload's person_confidence reads as certain
 
 
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LabelResult:
-    """What one operation did, face by face, so every front end can say it the same way.
-
-    ``changed``: faces whose person or source changed as asked. ``unchanged``: already so. ``skipped``: left
-    alone because a human label says otherwise. ``rejected``: left alone because the face was rejected for the
-    person. ``conflicts``: not given the person because another face of the same photo has (or got) it.
-    ``unassigned``: faces that lost their person as a consequence. ``synced``: faces pushed to Qdrant after the
-    commit, ``None`` when the vector store was busy (the faces stay dirty until the next sync).
-    """
-
-    action: str
-    person_id: str | None = None
-    name: str | None = None
-    created: bool = False
-    changed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    conflicts: list[str] = field(default_factory=list)
-    unassigned: list[str] = field(default_factory=list)
-    events: int = 0
-    synced: int | None = None
-
-
-@dataclass
-class PersonSummary:
-    person_id: str
-    name: str
-    status: str
-    faces: int
-    faces_by_source: dict[str, int]
-
-
-@dataclass
-class PersonInfo:
-    person_id: str
-    name: str
-    status: str
-    merged_into: str | None
-    faces: int
-    faces_by_source: dict[str, int]
-    face_ids: list[str]
-    image_ids: list[str]
-    photos: list[str]  # file paths of those images (first copy seen), where known
-    created_at: datetime | None
-    updated_at: datetime | None
-
-
-@dataclass
-class ClusterInfo:
-    cluster_id: str
-    faces: int
-    sample_face_ids: list[str]  # best faces first (quality, then detector score)
-    person_id: str | None = None  # the person most of its faces already have, if any (partly labelled cluster)
-
-
-@dataclass
-class FaceMatch:
-    bbox: tuple[float, float, float, float]
-    person_id: str | None
-    name: str | None
-    confidence: float | None  # best admissible score, also for an unmatched face ("closest was …")
-    margin: float | None
-
-
-@dataclass
-class SearchHit:
-    query_face_index: int
-    face_id: str
-    score: float
-    person_id: str | None
-    name: str | None
-    image_id: str | None
-
-
-@dataclass
-class EventInfo:
-    id: int
-    created_at: datetime
-    actor: str
-    action: str
-    face_id: str | None
-    from_person: str | None
-    to_person: str | None
-    cluster_id: str | None
-    reason: str | None
-    details: dict | None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _new_person_id() -> str:
-    return f"person_{uuid.uuid4().hex}"
-
-
-def _clean_ref(ref: str | None, what: str = "person") -> str:
-    ref = (ref or "").strip()
-    if not ref:
-        raise InvalidInput(f"{what} must not be empty")
-    return ref
-
-
+# ---------------------------------------------------------------------------------------------- helpers ----
 def _clean_name(name: str | None) -> str:
     """A new or changed name: stripped, non-empty, fits the column, and never shaped like a person id (a name
     that is also someone's id would make references ambiguous)."""
@@ -226,41 +72,9 @@ def _clean_name(name: str | None) -> str:
         raise InvalidInput("a person's name must not be empty")
     if len(name) > MAX_NAME:
         raise InvalidInput(f"a person's name is limited to {MAX_NAME} characters")
-    if PERSON_ID_RE.fullmatch(name):
+    if face_state.PERSON_ID_RE.fullmatch(name):
         raise InvalidInput(f"{name!r} looks like a person id, not a name")
     return name
-
-
-def _face(s: Session, face_id: str) -> FaceInstance:
-    face = s.get(FaceInstance, _clean_ref(face_id, "face id"))
-    if face is None:
-        raise NotFound(f"no face with id {face_id!r}")
-    return face
-
-
-def _score_key(face: FaceInstance) -> tuple:
-    """Which of two faces of one photo to keep: a human label first, then the better face."""
-    q = face.quality_score if face.quality_score is not None else -1.0
-    return (face.assignment_source in HUMAN_SOURCES, q, face.det_score or 0.0, face.face_id)
-
-
-def _assign(face: FaceInstance, person_id: str, source: str, confidence: float | None = HUMAN_CONFIDENCE,
-            margin: float | None = None) -> None:
-    face.person_id = person_id
-    face.cluster_id = person_id  # convention: an assigned face's cluster is its person
-    face.assignment_source = source
-    face.person_confidence = confidence
-    face.person_margin = margin
-    face.payload_dirty = True
-
-
-def _unassign(face: FaceInstance) -> None:
-    face.person_id = None
-    face.cluster_id = None  # NULL: the clustering stage picks it up again
-    face.assignment_source = None
-    face.person_confidence = None
-    face.person_margin = None
-    face.payload_dirty = True
 
 
 def _finite(x) -> float | None:
@@ -294,31 +108,13 @@ def _require_usable(p: Person, role: str = "label target") -> Person:
     return p
 
 
-def resolve_person(session: Session, ref: str) -> Person:
-    """The person a reference means: a person id (any status, so a merged id can be explained), or the exact name
-    of an active or hidden person. Ambiguous names raise :class:`LabelError` listing the candidate ids."""
-    ref = _clean_ref(ref)
-    person = session.get(Person, ref)
-    if person is not None:
-        return person
-    matches = list(session.scalars(
-        select(Person).where(Person.name == ref, Person.status.in_((PERSON_ACTIVE, PERSON_HIDDEN))).order_by(Person.person_id)
-    ))
-    if not matches:
-        raise NotFound(f"no person with id or name {ref!r}")
-    if len(matches) > 1:
-        ids = ", ".join(f"{m.person_id} ({m.status})" for m in matches)
-        raise InvalidInput(f"name {ref!r} is ambiguous: {ids}; use a person id")
-    return matches[0]
-
-
 def _label_target(s: Session, ref: str) -> tuple[Person | None, str]:
     """(existing person, its name) for a label's ``name`` argument, or (None, clean new name) when no active
     person has that name and it should be created. A person id is accepted too (the web page passes ids)."""
-    ref = _clean_ref(ref, "name")
+    ref = clean_ref(ref, "name")
     person = s.get(Person, ref)
     if person is None:
-        if PERSON_ID_RE.fullmatch(ref):
+        if face_state.PERSON_ID_RE.fullmatch(ref):
             raise NotFound(f"no person with id {ref!r}")
         name = _clean_name(ref)
         matches = list(s.scalars(
@@ -338,7 +134,7 @@ def _label_target(s: Session, ref: str) -> tuple[Person | None, str]:
 
 
 def _create_person(s: Session, name: str, log_: _Log, person_id: str | None = None, details: dict | None = None) -> Person:
-    person = Person(person_id=person_id or _new_person_id(), name=name, status=PERSON_ACTIVE)
+    person = Person(person_id=person_id or face_state.new_person_id(), name=name, status=PERSON_ACTIVE)
     s.add(person)
     s.flush()  # the row must exist before faces point at it (no ORM relationship orders the inserts)
     log_("create_person", to_person=person.person_id, details=details)
@@ -366,29 +162,7 @@ def _synced(settings: Settings, res):
         res.synced = synced
     return res
 
-
-def _faces_of(s: Session, person_ids: Iterable[str]) -> list[FaceInstance]:
-    ids = list(person_ids)
-    if not ids:
-        return []
-    return list(s.scalars(select(FaceInstance).where(FaceInstance.person_id.in_(ids)).order_by(FaceInstance.face_id)))
-
-
-def _photo_paths(s: Session, image_ids: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    ids = list(image_ids)
-    for i in range(0, len(ids), 500):
-        rows = s.execute(select(Photo.image_id, Photo.path).where(Photo.image_id.in_(ids[i : i + 500]), Photo.status == PHOTO_OK).order_by(Photo.id))
-        for image_id, path in rows:
-            out.setdefault(image_id, path)
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Labelling
-# --------------------------------------------------------------------------------------------------------------
-
-
+# ------------------------------------------------------------------------------------------- labelling ----
 def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
     """Name a cluster: every face whose ``cluster_id`` is ``cluster_id`` gets the person (created when no active
     person has that name, else joined), source ``cluster``.
@@ -398,13 +172,13 @@ def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str 
     gets the person, and none does when the person already has a human-labelled face in that photo. An
     auto-assigned face of the person in such a photo loses it (``unassigned``): a human's word beats automation.
     """
-    cluster_id = _clean_ref(cluster_id, "cluster id")
+    cluster_id = clean_ref(cluster_id, "cluster id")
     with session_scope(settings.sql_url) as s:
         faces = list(s.scalars(select(FaceInstance).where(FaceInstance.cluster_id == cluster_id).order_by(FaceInstance.face_id)))
         if not faces:
             raise NotFound(f"no faces in cluster {cluster_id!r}")
         target, clean = _label_target(s, name)
-        pid = target.person_id if target else _new_person_id()
+        pid = target.person_id if target else face_state.new_person_id()
         res = LabelResult("label_cluster", person_id=pid, name=clean)
         log_ = _Log(s, res, actor, reason)
         rejected = set(s.scalars(select(FaceRejection.face_id).where(FaceRejection.person_id == pid)))
@@ -438,7 +212,7 @@ def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str 
             if any(h.assignment_source in HUMAN_SOURCES for h in held):
                 res.conflicts.extend(f.face_id for f in group)
                 continue
-            best = max(group, key=_score_key)
+            best = max(group, key=face_state.best_first_key)
             winners.append(best)
             res.conflicts.extend(f.face_id for f in group if f is not best)
             losers_auto.extend((h, best.face_id) for h in held)
@@ -449,13 +223,13 @@ def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str 
             res.person_id = None
         for h, kept in losers_auto:
             old_cluster = h.cluster_id
-            _unassign(h)
+            face_state.unassign(h)
             res.unassigned.append(h.face_id)
             log_("unassign_face", face_id=h.face_id, from_person=pid, cluster_id=old_cluster,
                  details={"cause": "same_photo_conflict", "kept": kept})
         for f in sorted(winners, key=lambda f: f.face_id):
             old = f.person_id
-            _assign(f, pid, SOURCE_CLUSTER)
+            face_state.assign(f, pid, SOURCE_CLUSTER)
             res.changed.append(f.face_id)
             log_("label_cluster", face_id=f.face_id, from_person=old, to_person=pid, cluster_id=cluster_id,
                  details={"source": SOURCE_CLUSTER})
@@ -466,9 +240,9 @@ def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str 
 
 def _label_one(settings: Settings, face_id: str, name: str, action: str, actor: str, reason: str | None) -> LabelResult:
     with session_scope(settings.sql_url) as s:
-        f = _face(s, face_id)
+        f = get_face(s, face_id)
         target, clean = _label_target(s, name)
-        pid = target.person_id if target else _new_person_id()
+        pid = target.person_id if target else face_state.new_person_id()
         res = LabelResult(action, person_id=pid, name=clean)
         log_ = _Log(s, res, actor, reason)
         if f.person_id == pid and f.assignment_source == SOURCE_MANUAL:
@@ -483,12 +257,12 @@ def _label_one(settings: Settings, face_id: str, name: str, action: str, actor: 
                                                       FaceInstance.face_id != f.face_id).order_by(FaceInstance.face_id))
         for o in others:
             old_cluster = o.cluster_id
-            _unassign(o)
+            face_state.unassign(o)
             res.unassigned.append(o.face_id)
             log_("unassign_face", face_id=o.face_id, from_person=pid, cluster_id=old_cluster,
                  details={"cause": "same_photo_conflict", "kept": f.face_id})
         old, old_cluster = f.person_id, f.cluster_id
-        _assign(f, pid, SOURCE_MANUAL)
+        face_state.assign(f, pid, SOURCE_MANUAL)
         res.changed.append(f.face_id)
         log_(action, face_id=f.face_id, from_person=old, to_person=pid, cluster_id=old_cluster,
              details={"source": SOURCE_MANUAL, "rejection_cleared": bool(cleared)})
@@ -508,24 +282,6 @@ def reassign_face(settings: Settings, face_id: str, to: str, *, actor: str = "us
     return _label_one(settings, face_id, to, "reassign_face", actor, reason)
 
 
-def _human_prototypes(s: Session, settings: Settings, statuses: Sequence[str], exclude: Iterable[str] = ()) -> Prototypes | None:
-    """Prototypes of persons with the given statuses from their human-labelled faces only: automatic
-    assignments are not evidence (they would let one wrong match pull in more)."""
-    skip = set(exclude)
-    rows = s.execute(
-        select(FaceInstance.face_id, FaceInstance.person_id)
-        .join(Person, Person.person_id == FaceInstance.person_id)
-        .where(FaceInstance.assignment_source.in_(HUMAN_SOURCES), Person.status.in_(tuple(statuses)))
-    ).all()
-    owner = {fid: pid for fid, pid in rows if fid not in skip}
-    if not owner:
-        return None
-    ids, X = load_embeddings(settings, face_ids=owner)
-    if not ids:
-        return None
-    return build_prototypes(X, [owner[f] for f in ids])
-
-
 def assign_person(settings: Settings, face_id: str, *, actor: str = "user", reason: str | None = None) -> str | None:
     """Automatic assignment of one (new) face: the person it now has, or ``None``.
 
@@ -539,13 +295,13 @@ def assign_person(settings: Settings, face_id: str, *, actor: str = "user", reas
     sensor does not take their events for human ones.
     """
     with session_scope(settings.sql_url) as s:
-        f = _face(s, face_id)
+        f = get_face(s, face_id)
         if f.assignment_source in HUMAN_SOURCES:
             return f.person_id
         ids, X = load_embeddings(settings, face_ids=[f.face_id])
         if not ids:
             raise LibraryNotReady(f"face {f.face_id} has no embedding yet (its batch is not embedded)")
-        protos = _human_prototypes(s, settings, (PERSON_ACTIVE, PERSON_HIDDEN), exclude=[f.face_id])
+        protos = human_prototypes(s, settings, (PERSON_ACTIVE, PERSON_HIDDEN), exclude=[f.face_id])
         new: str | None = None
         conf = margin = None
         if protos is not None and len(protos):
@@ -564,57 +320,20 @@ def assign_person(settings: Settings, face_id: str, *, actor: str = "user", reas
         if new is not None:
             if new != old or f.assignment_source != SOURCE_AUTO or f.person_confidence != conf:
                 old_cluster = f.cluster_id
-                _assign(f, new, SOURCE_AUTO, conf, margin)
+                face_state.assign(f, new, SOURCE_AUTO, conf, margin)
                 if new != old:
                     log_("auto_assign", face_id=f.face_id, from_person=old, to_person=new, cluster_id=old_cluster,
                          details={"source": SOURCE_AUTO, "confidence": conf, "margin": margin})
         elif old is not None:
             old_cluster = f.cluster_id
-            _unassign(f)
+            face_state.unassign(f)
             log_("auto_unassign", face_id=f.face_id, from_person=old, cluster_id=old_cluster,
                  details={"confidence": conf, "margin": margin})
     _synced(settings, res)
     return new
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Persons
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _by_source(faces: Iterable[FaceInstance]) -> dict[str, int]:
-    return dict(sorted(Counter(f.assignment_source or "unknown" for f in faces).items()))
-
-
-def get_person(settings: Settings, ref: str) -> PersonInfo:
-    """Everything about one person: status (a merged person says where it went), faces by source, photos."""
-    with session_scope(settings.sql_url) as s:
-        p = resolve_person(s, ref)
-        faces = _faces_of(s, [p.person_id])
-        image_ids = sorted({f.image_id for f in faces})
-        paths = _photo_paths(s, image_ids)
-        return PersonInfo(
-            person_id=p.person_id, name=p.name, status=p.status, merged_into=p.merged_into, faces=len(faces),
-            faces_by_source=_by_source(faces), face_ids=[f.face_id for f in faces], image_ids=image_ids,
-            photos=[paths[i] for i in image_ids if i in paths], created_at=p.created_at, updated_at=p.updated_at,
-        )
-
-
-def list_persons(settings: Settings, include_hidden: bool = False) -> list[PersonSummary]:
-    """Active persons (plus hidden ones if asked), sorted by name (case-insensitively, then id). Merged persons
-    are never listed: their faces are their target's."""
-    statuses = (PERSON_ACTIVE, PERSON_HIDDEN) if include_hidden else (PERSON_ACTIVE,)
-    with session_scope(settings.sql_url) as s:
-        persons = list(s.scalars(select(Person).where(Person.status.in_(statuses))))
-        counts: dict[str, Counter] = defaultdict(Counter)
-        rows = s.execute(select(FaceInstance.person_id, FaceInstance.assignment_source).where(FaceInstance.person_id.in_([p.person_id for p in persons])))
-        for pid, src in rows:
-            counts[pid][src or "unknown"] += 1
-    out = [PersonSummary(p.person_id, p.name, p.status, sum(counts[p.person_id].values()), dict(sorted(counts[p.person_id].items())))
-           for p in persons]
-    return sorted(out, key=lambda x: (x.name.casefold(), x.name, x.person_id))
-
-
+# ---------------------------------------------------------------------------------------------- persons ----
 def merge_persons(settings: Settings, sources: Sequence[str], target: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
     """Merge ``sources`` into ``target``: their faces move (keeping their source), the sources become
     ``merged`` with ``merged_into = target`` (earlier merges into a source are re-pointed), their rejections
@@ -648,7 +367,7 @@ def merge_persons(settings: Settings, sources: Sequence[str], target: str, *, ac
         res = LabelResult("merge_persons", person_id=tid, name=tgt.name)
         log_ = _Log(s, res, actor, reason)
 
-        faces = _faces_of(s, group)
+        faces = faces_of(s, group)
         rejections = list(s.scalars(select(FaceRejection).where(FaceRejection.person_id.in_(group))))
         rejected_in_group: dict[str, list[FaceRejection]] = defaultdict(list)
         for r in rejections:
@@ -656,7 +375,7 @@ def merge_persons(settings: Settings, sources: Sequence[str], target: str, *, ac
 
         def drop(f: FaceInstance, details: dict) -> None:
             old, old_cluster = f.person_id, f.cluster_id
-            _unassign(f)
+            face_state.unassign(f)
             res.unassigned.append(f.face_id)
             log_("unassign_face", face_id=f.face_id, from_person=old, cluster_id=old_cluster, details=details)
 
@@ -679,7 +398,7 @@ def merge_persons(settings: Settings, sources: Sequence[str], target: str, *, ac
             by_image[f.image_id].append(f)
         keep: list[FaceInstance] = []
         for group_faces in by_image.values():
-            best = max(group_faces, key=lambda f: (f.person_id == tid and f.assignment_source in HUMAN_SOURCES, *_score_key(f)))
+            best = max(group_faces, key=lambda f: (f.person_id == tid and f.assignment_source in HUMAN_SOURCES, *face_state.best_first_key(f)))
             keep.append(best)
             for f in group_faces:
                 if f is not best:
@@ -706,7 +425,6 @@ def merge_persons(settings: Settings, sources: Sequence[str], target: str, *, ac
                     s.add(FaceRejection(face_id=r.face_id, person_id=tid))
                     existing_t.add(r.face_id)
                 s.delete(r)
-        s.execute(delete(PersonPrototype).where(PersonPrototype.person_id.in_(src_ids)))
         for earlier in s.scalars(select(Person).where(Person.merged_into.in_(src_ids))):
             earlier.merged_into = tid
         for p in srcs:
@@ -731,7 +449,7 @@ def split_person(settings: Settings, person_ref: str, face_ids: Sequence[str], n
         p = _require_usable(resolve_person(s, person_ref), "split source")
         name = _clean_name(new_name)
         _check_name_free(s, name)
-        wanted = sorted({_clean_ref(f, "face id") for f in face_ids})
+        wanted = sorted({clean_ref(f, "face id") for f in face_ids})
         if not wanted:
             raise InvalidInput("split needs at least one face")
         faces = list(s.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(wanted)).order_by(FaceInstance.face_id)))
@@ -751,7 +469,7 @@ def split_person(settings: Settings, person_ref: str, face_ids: Sequence[str], n
         res.person_id = new.person_id
         for f in faces:
             old_cluster = f.cluster_id
-            _assign(f, new.person_id, SOURCE_MANUAL)
+            face_state.assign(f, new.person_id, SOURCE_MANUAL)
             res.changed.append(f.face_id)
             log_("split_person", face_id=f.face_id, from_person=p.person_id, to_person=new.person_id, cluster_id=old_cluster,
                  details={"source": SOURCE_MANUAL})
@@ -764,7 +482,7 @@ def reject_face(settings: Settings, face_id: str, person_ref: str | None = None,
     """"This face is not that person" (default: its current person). The face loses the person if it had it and
     the (face, person) pair is recorded, so no automation assigns it there again."""
     with session_scope(settings.sql_url) as s:
-        f = _face(s, face_id)
+        f = get_face(s, face_id)
         if person_ref is None:
             if f.person_id is None:
                 raise InvalidInput(f"face {f.face_id} has no person; say which person it is not")
@@ -783,7 +501,7 @@ def reject_face(settings: Settings, face_id: str, person_ref: str | None = None,
             s.add(FaceRejection(face_id=f.face_id, person_id=pid))
         old_cluster = f.cluster_id
         if had:
-            _unassign(f)
+            face_state.unassign(f)
             res.unassigned.append(f.face_id)
         res.changed.append(f.face_id)
         log_("reject_face", face_id=f.face_id, from_person=pid if had else f.person_id, to_person=f.person_id,
@@ -795,14 +513,14 @@ def unassign_face(settings: Settings, face_id: str, *, actor: str = "user", reas
     """Take a face's person away (it returns to clustering). Unlike :func:`reject_face` nothing stops automation
     from assigning the same person again later."""
     with session_scope(settings.sql_url) as s:
-        f = _face(s, face_id)
+        f = get_face(s, face_id)
         res = LabelResult("unassign_face", person_id=f.person_id)
         if f.person_id is None:
             res.unchanged.append(f.face_id)
             return res
         log_ = _Log(s, res, actor, reason)
         old, old_cluster = f.person_id, f.cluster_id
-        _unassign(f)
+        face_state.unassign(f)
         res.changed.append(f.face_id)
         res.unassigned.append(f.face_id)
         log_("unassign_face", face_id=f.face_id, from_person=old, cluster_id=old_cluster)
@@ -859,13 +577,12 @@ def delete_person(settings: Settings, ref: str, *, actor: str = "user", reason: 
         while frontier:  # everything merged (transitively) into it
             frontier = [q for q in s.scalars(select(Person.person_id).where(Person.merged_into.in_(frontier))) if q not in doomed]
             doomed.extend(frontier)
-        for f in _faces_of(s, doomed):
+        for f in faces_of(s, doomed):
             old, old_cluster = f.person_id, f.cluster_id
-            _unassign(f)
+            face_state.unassign(f)
             res.unassigned.append(f.face_id)
             log_("delete_person", face_id=f.face_id, from_person=old, cluster_id=old_cluster)
         s.execute(delete(FaceRejection).where(FaceRejection.person_id.in_(doomed)))
-        s.execute(delete(PersonPrototype).where(PersonPrototype.person_id.in_(doomed)))
         persons = list(s.scalars(select(Person).where(Person.person_id.in_(doomed))))
         for q in persons:
             q.merged_into = None  # self-references would block deleting them in one flush
@@ -875,143 +592,3 @@ def delete_person(settings: Settings, ref: str, *, actor: str = "user", reason: 
         log_("delete_person", from_person=p.person_id, details={"faces": len(res.unassigned), "merged_persons": doomed[1:]})
         res.changed = list(res.unassigned)
     return _synced(settings, res)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Views
-# --------------------------------------------------------------------------------------------------------------
-
-
-def list_clusters(settings: Settings) -> list[ClusterInfo]:
-    """Unknown clusters (``unknown_cluster_*``; noise singletons excluded), largest first."""
-    with session_scope(settings.sql_url) as s:
-        rows = s.execute(
-            select(FaceInstance.cluster_id, FaceInstance.face_id, FaceInstance.person_id, FaceInstance.quality_score, FaceInstance.det_score)
-            .where(FaceInstance.cluster_id.startswith(UNKNOWN_CLUSTER_PREFIX, autoescape=True))
-        ).all()
-    groups: dict[str, list] = defaultdict(list)
-    for row in rows:
-        groups[row.cluster_id].append(row)
-    out = []
-    for cid, members in groups.items():
-        best = sorted(members, key=lambda r: (-(r.quality_score if r.quality_score is not None else -1.0), -(r.det_score or 0.0), r.face_id))
-        persons = Counter(r.person_id for r in members if r.person_id)
-        out.append(ClusterInfo(cid, len(members), [r.face_id for r in best[:CLUSTER_SAMPLES]],
-                               persons.most_common(1)[0][0] if persons else None))
-    return sorted(out, key=lambda c: (-c.faces, c.cluster_id))
-
-
-def recent_events(settings: Settings, since_id: int = 0, limit: int = 100) -> list[EventInfo]:
-    """Events after ``since_id`` (oldest first), so a caller can page forward with the last id it saw."""
-    with session_scope(settings.sql_url) as s:
-        rows = s.scalars(select(FaceAssignmentEvent).where(FaceAssignmentEvent.id > since_id).order_by(FaceAssignmentEvent.id).limit(max(0, limit)))
-        return [EventInfo(e.id, e.created_at, e.actor, e.action, e.face_id, e.from_person, e.to_person, e.cluster_id, e.reason, e.details)
-                for e in rows]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Photos that are not in the library: find_person / search
-# --------------------------------------------------------------------------------------------------------------
-
-_MODEL_FIELDS = ("model_name", "model_dir", "detector_file", "recognizer_file", "det_size", "det_threshold",
-                 "min_face_size", "embed_batch_size", "threads", "providers", "max_image_pixels")
-_models: dict[str, FaceModels] = {}
-_models_lock = threading.Lock()
-
-
-def _models_for(settings: Settings) -> FaceModels:
-    """One FaceModels per model configuration in this process: building the ONNX sessions costs time and memory,
-    and a web page calling find_person repeatedly must not pay it each time."""
-    key = repr(tuple(getattr(settings, k) for k in _MODEL_FIELDS))
-    with _models_lock:
-        m = _models.get(key)
-        if m is None:
-            m = _models[key] = FaceModels(settings)
-        return m
-
-
-def _embed_photo(settings: Settings, image_path: str | Path, models: FaceModels | None) -> tuple[list, np.ndarray]:
-    try:
-        photo = load_photo(Path(image_path), settings.max_image_pixels)
-    except PhotoError as exc:
-        raise InvalidInput(f"cannot read photo: {exc}") from exc
-    models = models or _models_for(settings)
-    faces = models.detect(photo.image)
-    if not faces:
-        return [], np.zeros((0, 512), dtype=np.float32)
-    crops = [models.align(photo.image, f.landmarks) for f in faces]
-    return faces, l2_normalize(models.embed(crops))
-
-
-def _bbox(face) -> tuple[float, float, float, float]:
-    return tuple(round(float(v), 1) for v in face.bbox)  # type: ignore[return-value]
-
-
-def find_person(settings: Settings, image_path: str | Path, models: FaceModels | None = None) -> list[FaceMatch]:
-    """Who is in a photo that is not in the library: detect and embed its faces, match them against prototypes
-    of active persons built from human-labelled faces (threshold ``settings.person_match_threshold``, margin
-    ``person_margin``). The faces of the photo are matched jointly, so one person is given to one face at most.
-    Unmatched faces come back with ``person_id=None`` and their best score."""
-    faces, X = _embed_photo(settings, image_path, models)
-    if not faces:
-        return []
-    with session_scope(settings.sql_url) as s:
-        protos = _human_prototypes(s, settings, (PERSON_ACTIVE,))
-        names = dict(s.execute(select(Person.person_id, Person.name).where(Person.status == PERSON_ACTIVE)).all())
-    if protos is None or not len(protos):
-        return [FaceMatch(_bbox(f), None, None, None, None) for f in faces]
-    a = assign_faces(protos, X, threshold=settings.person_match_threshold, margin=settings.person_margin,
-                     strategy=settings.person_strategy, groups=[0] * len(faces))
-    pids = a.person_ids(protos)
-    return [FaceMatch(_bbox(f), pid, names.get(pid) if pid else None, _finite(a.confidence[i]), _finite(a.margin[i]))
-            for i, (f, pid) in enumerate(zip(faces, pids))]
-
-
-def _brute_force(settings: Settings, X: np.ndarray, limit: int) -> list[tuple[int, str, float, str | None, str | None]]:
-    """Nearest faces from the embedding files when Qdrant is busy: exact cosine over every vector (200k × 512
-    float32 is well under a second), person and photo from SQL (fresher than any payload)."""
-    ids, E = load_embeddings(settings)
-    if not ids or not len(X):
-        return []
-    sims = X @ E.T
-    k = min(limit, len(ids))
-    picked: list[tuple[int, str, float]] = []
-    for qi, row in enumerate(sims):
-        top = np.argpartition(-row, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-        top = top[np.lexsort((np.asarray(ids, dtype=object)[top].astype(str), -row[top]))]
-        picked.extend((qi, ids[j], float(row[j])) for j in top)
-    wanted = sorted({fid for _, fid, _ in picked})
-    meta: dict[str, tuple] = {}
-    with session_scope(settings.sql_url) as s:
-        for i in range(0, len(wanted), 500):
-            for fid, pid, image_id in s.execute(select(FaceInstance.face_id, FaceInstance.person_id, FaceInstance.image_id)
-                                                 .where(FaceInstance.face_id.in_(wanted[i : i + 500]))):
-                meta[fid] = (pid, image_id)
-    return [(qi, fid, score, *meta.get(fid, (None, None))) for qi, fid, score in picked]
-
-
-def search(settings: Settings, image_path: str | Path, limit: int = 10, models: FaceModels | None = None) -> list[SearchHit]:
-    """The ``limit`` nearest library faces to each face of a photo, ordered by query face then score.
-
-    Qdrant answers normally (person from the payload); when another process holds the local folder, or no
-    collection exists yet, the same answer is computed by brute force over the embedding files."""
-    faces, X = _embed_photo(settings, image_path, models)
-    if not faces:
-        return []
-    raw: list[tuple[int, str, float, str | None, str | None]] | None = None
-    try:
-        with open_vector_client(settings) as client:
-            store = FaceVectorStore(client, settings.qdrant_collection)
-            if store.exists():
-                raw = []
-                for qi, vec in enumerate(X):
-                    raw.extend((qi, fid, score, payload.get("person_id"), payload.get("image_id"))
-                               for fid, score, payload in store.search(vec, limit=limit))
-    except VectorStoreBusy:
-        log.info("vector store busy: searching the embedding files instead")
-    if raw is None:
-        raw = _brute_force(settings, X, limit)
-    with session_scope(settings.sql_url) as s:
-        pids = sorted({r[3] for r in raw if r[3]})
-        names = dict(s.execute(select(Person.person_id, Person.name).where(Person.person_id.in_(pids))).all()) if pids else {}
-    return [SearchHit(qi, fid, score, pid, names.get(pid) if pid else None, image_id) for qi, fid, score, pid, image_id in raw]

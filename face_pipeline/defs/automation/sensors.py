@@ -7,9 +7,9 @@ import dagster as dg
 from face_pipeline.core.inbox import discover_batches
 from face_pipeline.core.ingest import register_batch
 from face_pipeline.core.organize import human_label_changes_since
-from face_pipeline.defs.assets.clustering import organize_job
-from face_pipeline.defs.assets.ingest import ingest_job
-from face_pipeline.defs.partitions import photo_batches
+from face_pipeline.defs.organize.assets import organize_job
+from face_pipeline.defs.ingest.assets import ingest_job
+from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 from face_pipeline.home import prepare_home
 

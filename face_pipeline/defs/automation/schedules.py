@@ -3,8 +3,8 @@
 import dagster as dg
 
 from face_pipeline.core.heads import labels_changed_since_training
-from face_pipeline.defs.assets.clustering import supervised_assignments, unknown_clusters
-from face_pipeline.defs.assets.training import projection_head, reembedded_faces
+from face_pipeline.defs.organize.assets import supervised_assignments, unknown_clusters
+from face_pipeline.defs.training.assets import projection_head, reembedded_faces
 from face_pipeline.defs.resources import FacePipelineResource
 from face_pipeline.home import prepare_home
 

@@ -6,8 +6,8 @@ import dagster as dg
 
 from face_pipeline.core import heads
 from face_pipeline.core.train import NotEnoughLabels, plot_losses
-from face_pipeline.defs.assets.clustering import supervised_assignments
-from face_pipeline.defs.assets.ingest import QDRANT_POOL
+from face_pipeline.defs.organize.assets import supervised_assignments
+from face_pipeline.defs.ingest.assets import QDRANT_POOL
 from face_pipeline.defs.resources import FacePipelineResource
 
 

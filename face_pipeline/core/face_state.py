@@ -1,0 +1,191 @@
+"""The one owner of a face's identity state: who it is, which group it sits in, how sure we are, who said so.
+
+Every write of ``person_id`` / ``cluster_id`` / ``person_confidence`` / ``person_margin`` / ``assignment_source``
+/ ``payload_dirty`` on a :class:`FaceInstance` goes through this module, whether a person labelled the face
+(:mod:`labels`), automation named or clustered it (:mod:`organize`), or it was (re-)ingested. So the rules below
+hold everywhere, and a reader finds them in one place:
+
+* **An assigned face's cluster is its person.** ``cluster_id`` carries one of three kinds of value, spelled only
+  here: a person id (``person_<hex>``), an unknown group (``unknown_cluster_<N>``), or a face nobody and nothing
+  else resembles (``unknown_noise_<face_id>``). ``NULL`` means "not organised yet": clustering picks it up.
+* **Humans outrank automation.** :func:`write_pipeline_decision` never touches a face whose source is human.
+* **Any change that the Qdrant payload mirrors marks the face dirty**, so :mod:`sync` pushes it; the payload itself
+  is built here from the SQL row (:func:`payload_of`), the only definition of its fields.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from face_pipeline.core.db.schema import (
+    HUMAN_SOURCES,
+    PIPELINE_ACTOR,
+    SOURCE_AUTO,
+    FaceAssignmentEvent,
+    FaceInstance,
+)
+
+# ---------------------------------------------------------------------------------------------- vocabulary ----
+PERSON_PREFIX = "person_"
+PERSON_ID_RE = re.compile(r"person_[0-9a-f]{32}")
+UNKNOWN_CLUSTER_PREFIX = "unknown_cluster_"
+NOISE_PREFIX = "unknown_noise_"
+_UNKNOWN_CLUSTER_RE = re.compile(r"^unknown_cluster_(\d+)$")
+
+HUMAN_CONFIDENCE = 1.0  # a person said so: the payload's person_confidence reads as certain
+
+# What the Qdrant payload holds, and the face columns it is built from (sync clears a dirty flag only when none of
+# these changed since they were pushed).
+PAYLOAD_FIELDS = ("face_id", "image_id", "bbox", "person_id", "person_confidence", "det_score", "quality_score",
+                  "indexed_at", "batch")
+PAYLOAD_COLUMNS = ("person_id", "person_confidence", "quality_score", "det_score", "x1", "y1", "x2", "y2", "image_id",
+                   "batch")
+
+
+def new_person_id() -> str:
+    return f"{PERSON_PREFIX}{uuid.uuid4().hex}"
+
+
+def is_person_id(value: str | None) -> bool:
+    return bool(value) and PERSON_ID_RE.fullmatch(value) is not None
+
+
+def unknown_cluster_id(number: int) -> str:
+    return f"{UNKNOWN_CLUSTER_PREFIX}{int(number)}"
+
+
+def unknown_cluster_number(cluster_id: str | None) -> int | None:
+    """N of ``unknown_cluster_N``; ``None`` for any other kind of value."""
+    m = _UNKNOWN_CLUSTER_RE.match(cluster_id or "")
+    return int(m.group(1)) if m else None
+
+
+def noise_id(face_id: str) -> str:
+    return f"{NOISE_PREFIX}{face_id}"
+
+
+def is_unknown_cluster(cluster_id: str | None) -> bool:
+    return bool(cluster_id) and cluster_id.startswith(UNKNOWN_CLUSTER_PREFIX)
+
+
+def is_noise(cluster_id: str | None) -> bool:
+    return bool(cluster_id) and cluster_id.startswith(NOISE_PREFIX)
+
+
+def is_human(face: FaceInstance) -> bool:
+    return face.assignment_source in HUMAN_SOURCES and face.person_id is not None
+
+
+# ------------------------------------------------------------------------------------------------- writes ----
+def assign(face: FaceInstance, person_id: str, source: str, confidence: float | None = HUMAN_CONFIDENCE,
+           margin: float | None = None) -> None:
+    """Give ``face`` to ``person_id``; the caller decides whether it may (human rules live in the callers' docs)."""
+    face.person_id = person_id
+    face.cluster_id = person_id
+    face.assignment_source = source
+    face.person_confidence = confidence
+    face.person_margin = margin
+    face.payload_dirty = True
+
+
+def unassign(face: FaceInstance) -> None:
+    """Take the face's person away; ``cluster_id`` NULL sends it back to clustering."""
+    face.person_id = None
+    face.cluster_id = None
+    face.assignment_source = None
+    face.person_confidence = None
+    face.person_margin = None
+    face.payload_dirty = True
+
+
+def set_unknown_group(face: FaceInstance, cluster_id: str) -> bool:
+    """Put a face nobody holds into an unknown cluster or noise id. Returns whether it changed.
+
+    The payload does not carry the cluster, so this does not mark the face dirty."""
+    if face.person_id is not None or face.cluster_id == cluster_id:
+        return False
+    face.cluster_id = cluster_id
+    return True
+
+
+def write_pipeline_decision(session: Session, face: FaceInstance, person: str | None, confidence: float | None,
+                            margin: float | None, reason: str | None = None) -> str:
+    """Apply automation's decision for one face, never over a human's: returns what happened —
+    ``"human"`` (left alone), ``"assigned"`` (had no person), ``"moved"`` (had another), ``"unassigned"``
+    (lost an automatic person), ``"refreshed"`` (same person, new confidence) or ``"unchanged"``.
+
+    Events are written with the pipeline actor, so the label-change sensor never takes them for a person's."""
+    if is_human(face):
+        return "human"
+    if person is None:
+        if face.assignment_source == SOURCE_AUTO and face.person_id is not None:
+            session.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_unassign", face_id=face.face_id,
+                                            from_person=face.person_id, reason=reason or "no longer clears the bar"))
+            unassign(face)
+            return "unassigned"
+        face.person_confidence, face.person_margin = None, None
+        return "unchanged"
+    conf = None if confidence is None else round(float(confidence), 5)
+    marg = None if margin is None else round(float(margin), 5)
+    if face.person_id != person:
+        outcome = "moved" if face.person_id is not None else "assigned"
+        session.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_assign", face_id=face.face_id,
+                                        from_person=face.person_id, to_person=person,
+                                        reason=reason or (f"confidence {conf:.3f}" if conf is not None else None)))
+        assign(face, person, SOURCE_AUTO, conf, marg)
+        return outcome
+    changed = face.person_confidence is None or conf is None or abs(face.person_confidence - conf) > 1e-4
+    face.cluster_id, face.assignment_source, face.person_margin = person, SOURCE_AUTO, marg
+    if changed:
+        face.person_confidence = conf
+        face.payload_dirty = True
+        return "refreshed"
+    return "unchanged"
+
+
+# ------------------------------------------------------------------------------------------------- reads ----
+def faces_by_id(session: Session, face_ids: Iterable[str], chunk: int = 900) -> Iterator[FaceInstance]:
+    """Face rows for many ids, in chunks under every database's bound-parameter limit (SQLite: 999)."""
+    ids = list(face_ids)
+    for i in range(0, len(ids), chunk):
+        yield from session.scalars(select(FaceInstance).where(FaceInstance.face_id.in_(ids[i : i + chunk])))
+
+
+def payload_of(face: FaceInstance, batch: str | None = None) -> dict:
+    """The Qdrant payload of one face, always built from the SQL row (SQL is the source of truth).
+
+    ``indexed_at`` is added by the vector store when it writes a point."""
+    return {
+        "face_id": face.face_id,
+        "image_id": face.image_id,
+        "bbox": [round(face.x1, 1), round(face.y1, 1), round(face.x2, 1), round(face.y2, 1)],
+        "person_id": face.person_id,
+        "person_confidence": face.person_confidence,
+        "det_score": round(face.det_score, 4),
+        "quality_score": face.quality_score,
+        "batch": batch if batch is not None else face.batch,
+    }
+
+
+def payload_snapshot(face: FaceInstance) -> dict:
+    """The column values a pushed payload was built from (see :mod:`sync`)."""
+    return {c: getattr(face, c) for c in PAYLOAD_COLUMNS}
+
+
+def best_first_key(face: FaceInstance) -> tuple:
+    """Which of two faces of one photo keeps a person: a human label first, then the better face."""
+    q = face.quality_score if face.quality_score is not None else -1.0
+    return (face.assignment_source in HUMAN_SOURCES, q, face.det_score or 0.0, face.face_id)
+
+
+__all__: Sequence[str] = (
+    "HUMAN_CONFIDENCE", "NOISE_PREFIX", "PAYLOAD_COLUMNS", "PAYLOAD_FIELDS", "PERSON_ID_RE", "UNKNOWN_CLUSTER_PREFIX",
+    "assign", "best_first_key", "faces_by_id", "is_human", "is_noise", "is_person_id", "is_unknown_cluster",
+    "new_person_id", "noise_id", "payload_of", "payload_snapshot", "set_unknown_group", "unassign",
+    "unknown_cluster_id", "unknown_cluster_number", "write_pipeline_decision",
+)

@@ -1,0 +1,124 @@
+"""Who is in a photo that is not (necessarily) in the library: ``find_person`` and ``search``.
+
+Detects and embeds the photo's faces with the shared models of this process, then matches them against the
+people (human-labelled evidence only) or the nearest library faces. Reads only: nothing here changes a label.
+``search`` asks the vector store and falls back to the embedding files when another process holds the local
+Qdrant folder, so a web page or CLI never waits for a pipeline run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from face_pipeline.core.assign import assign_faces
+from face_pipeline.core.db import session_scope
+from face_pipeline.core.db.schema import PERSON_ACTIVE, FaceInstance, Person
+from face_pipeline.core.embedding_files import load_embeddings
+from face_pipeline.core.errors import InvalidInput
+from face_pipeline.core.labels.evidence import human_prototypes
+from face_pipeline.core.labels.results import FaceMatch, SearchHit
+from face_pipeline.core.models import FaceModels, l2_normalize, shared_models
+from face_pipeline.core.photos import PhotoError, load_photo
+from face_pipeline.core.vectors import FaceVectorStore, VectorStoreBusy, open_vector_client
+from face_pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _finite(x) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def _embed_photo(settings: Settings, image_path: str | Path, models: FaceModels | None) -> tuple[list, np.ndarray]:
+    try:
+        photo = load_photo(Path(image_path), settings.max_image_pixels)
+    except PhotoError as exc:
+        raise InvalidInput(f"cannot read photo: {exc}") from exc
+    models = models or shared_models(settings)
+    faces = models.detect(photo.image)
+    if not faces:
+        return [], np.zeros((0, 512), dtype=np.float32)
+    crops = [models.align(photo.image, f.landmarks) for f in faces]
+    return faces, l2_normalize(models.embed(crops))
+
+
+def _bbox(face) -> tuple[float, float, float, float]:
+    return tuple(round(float(v), 1) for v in face.bbox)  # type: ignore[return-value]
+
+
+def find_person(settings: Settings, image_path: str | Path, models: FaceModels | None = None) -> list[FaceMatch]:
+    """Who is in a photo that is not in the library: detect and embed its faces, match them against prototypes
+    of active persons built from human-labelled faces (threshold ``settings.person_match_threshold``, margin
+    ``person_margin``). The faces of the photo are matched jointly, so one person is given to one face at most.
+    Unmatched faces come back with ``person_id=None`` and their best score."""
+    faces, X = _embed_photo(settings, image_path, models)
+    if not faces:
+        return []
+    with session_scope(settings.sql_url) as s:
+        protos = human_prototypes(s, settings, (PERSON_ACTIVE,))
+        names = dict(s.execute(select(Person.person_id, Person.name).where(Person.status == PERSON_ACTIVE)).all())
+    if protos is None or not len(protos):
+        return [FaceMatch(_bbox(f), None, None, None, None) for f in faces]
+    a = assign_faces(protos, X, threshold=settings.person_match_threshold, margin=settings.person_margin,
+                     strategy=settings.person_strategy, groups=[0] * len(faces))
+    pids = a.person_ids(protos)
+    return [FaceMatch(_bbox(f), pid, names.get(pid) if pid else None, _finite(a.confidence[i]), _finite(a.margin[i]))
+            for i, (f, pid) in enumerate(zip(faces, pids))]
+
+
+def _brute_force(settings: Settings, X: np.ndarray, limit: int) -> list[tuple[int, str, float, str | None, str | None]]:
+    """Nearest faces from the embedding files when Qdrant is busy: exact cosine over every vector (200k × 512
+    float32 is well under a second), person and photo from SQL (fresher than any payload)."""
+    ids, E = load_embeddings(settings)
+    if not ids or not len(X):
+        return []
+    sims = X @ E.T
+    k = min(limit, len(ids))
+    picked: list[tuple[int, str, float]] = []
+    for qi, row in enumerate(sims):
+        top = np.argpartition(-row, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+        top = top[np.lexsort((np.asarray(ids, dtype=object)[top].astype(str), -row[top]))]
+        picked.extend((qi, ids[j], float(row[j])) for j in top)
+    wanted = sorted({fid for _, fid, _ in picked})
+    meta: dict[str, tuple] = {}
+    with session_scope(settings.sql_url) as s:
+        for i in range(0, len(wanted), 500):
+            for fid, pid, image_id in s.execute(select(FaceInstance.face_id, FaceInstance.person_id, FaceInstance.image_id)
+                                                 .where(FaceInstance.face_id.in_(wanted[i : i + 500]))):
+                meta[fid] = (pid, image_id)
+    return [(qi, fid, score, *meta.get(fid, (None, None))) for qi, fid, score in picked]
+
+
+def search(settings: Settings, image_path: str | Path, limit: int = 10, models: FaceModels | None = None) -> list[SearchHit]:
+    """The ``limit`` nearest library faces to each face of a photo, ordered by query face then score.
+
+    Qdrant answers normally (person from the payload); when another process holds the local folder, or no
+    collection exists yet, the same answer is computed by brute force over the embedding files."""
+    faces, X = _embed_photo(settings, image_path, models)
+    if not faces:
+        return []
+    raw: list[tuple[int, str, float, str | None, str | None]] | None = None
+    try:
+        with open_vector_client(settings) as client:
+            store = FaceVectorStore(client, settings.qdrant_collection)
+            if store.exists():
+                raw = []
+                for qi, vec in enumerate(X):
+                    raw.extend((qi, fid, score, payload.get("person_id"), payload.get("image_id"))
+                               for fid, score, payload in store.search(vec, limit=limit))
+    except VectorStoreBusy:
+        log.info("vector store busy: searching the embedding files instead")
+    if raw is None:
+        raw = _brute_force(settings, X, limit)
+    with session_scope(settings.sql_url) as s:
+        pids = sorted({r[3] for r in raw if r[3]})
+        names = dict(s.execute(select(Person.person_id, Person.name).where(Person.person_id.in_(pids))).all()) if pids else {}
+    return [SearchHit(qi, fid, score, pid, names.get(pid) if pid else None, image_id) for qi, fid, score, pid, image_id in raw]
