@@ -235,6 +235,20 @@ def _child(what: str, home: Path, url: str | None, n: int, seed: int, timeout: f
     return {"error": f"exit {proc.returncode}: {' | '.join(tail)}"}
 
 
+def _db_size_mb(home: Path, url: str | None) -> float:
+    """Size of the face library's SQL database after organise (PostgreSQL: pg_database_size; SQLite: the file)."""
+    if url is None:
+        return sum(f.stat().st_size for f in home.glob("face_pipeline.sqlite*")) / 2**20
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            return c.execute(text("SELECT pg_database_size(current_database())")).scalar() / 2**20
+    finally:
+        engine.dispose()
+
+
 def _pg_admin(base: str, sql: str) -> None:
     import psycopg2
     from sqlalchemy.engine import make_url
@@ -278,6 +292,8 @@ def main() -> int:
                 b = _child("build", home, url, n, args.seed, args.timeout)
                 o = _child("organise", home, url, n, args.seed, args.timeout) if "error" not in b else {"error": "build failed"}
                 inc = _child("incremental", home, url, n, args.seed, args.timeout) if "error" not in o else {"error": "organise failed"}
+                b["db_mb"] = _db_size_mb(home, url)
+                b["embeddings_mb"] = sum(f.stat().st_size for f in home.rglob("embeddings.npy")) / 2**20
             finally:
                 shutil.rmtree(home, ignore_errors=True)
                 if dbname:
@@ -286,18 +302,19 @@ def main() -> int:
             print(json.dumps({"db": db, "n": n, "build": b, "organise": o, "incremental": inc}), flush=True)
 
     print()
-    print("| db | faces | build s | organise s (load / supervised / cluster+SQL) | target s | peak RSS MB | target MB | clusters | assigned | incremental 1,000 s | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| db | faces | build s | organise s (load / supervised / cluster+SQL) | target s | peak RSS MB | target MB | clusters | assigned | incremental 1,000 s | SQL MB | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for db, n, b, o, inc, load in rows:
         if "error" in o:
-            print(f"| {db} | {n:,} | {b.get('seconds', float('nan')):.0f} | {o['error']} | {TARGETS_S.get(n, '')} | | | | | | {load:.1f} |")
+            print(f"| {db} | {n:,} | {b.get('seconds', float('nan')):.0f} | {o['error']} | {TARGETS_S.get(n, '')} | | | | | | | {load:.1f} |")
             continue
         ok = "✓" if o["seconds"] <= TARGETS_S.get(n, math.inf) else f"✗ ×{o['seconds'] / TARGETS_S[n]:.1f}"
         mem_ok = "" if n not in TARGET_RSS_MB else ("✓" if o["rss_mb"] <= TARGET_RSS_MB[n] else "✗")
         inc_s = f"{inc['seconds']:.2f}" if "error" not in inc else inc["error"]
+        inc_ok = "" if "error" in inc else (" ✓" if inc["seconds"] <= INCR_TARGET_S else f" ✗ ×{inc['seconds'] / INCR_TARGET_S:.1f}")
         print(f"| {db} | {n:,} | {b['seconds']:.0f} | {o['seconds']:.1f} ({o['load_s']:.1f} / {o['supervised_s']:.1f} / {o['cluster_s']:.1f}) "
               f"{ok} | {TARGETS_S.get(n, '')} | {o['rss_mb']:.0f} {mem_ok} | {TARGET_RSS_MB.get(n, '')} | {o['clusters']:,} | "
-              f"{o['assigned']:,} | {inc_s} | {load:.1f} |")
+              f"{o['assigned']:,} | {inc_s}{inc_ok} | {b.get('db_mb', float('nan')):.0f} | {load:.1f} |")
     for db in sorted({r[0] for r in rows}):
         pts = [(r[1], r[3]["seconds"], r[3]["rss_mb"]) for r in rows if r[0] == db and "error" not in r[3]]
         if len(pts) >= 2:

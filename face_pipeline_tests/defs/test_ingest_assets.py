@@ -158,7 +158,7 @@ def test_production_dagster_yaml_instantiates_against_postgres(tmp_path, pg_data
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         assert instance.run_storage._engine.dialect.driver == "psycopg2"  # the scheme from the yaml
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-        assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1  # unsized pools: one step (issue 11)
 
         @dg.asset
         def tiny() -> int:

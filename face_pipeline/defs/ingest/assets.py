@@ -8,7 +8,9 @@ from face_pipeline.core.sync import sync_payloads
 from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 
-QDRANT_POOL = "face_vectors"  # runs that open the Qdrant folder share this pool (limit 1 in local mode)
+from face_pipeline.defs.pools import INGEST_POOL, LIBRARY_POOL  # issue 11: pools
+
+QDRANT_POOL = LIBRARY_POOL  # kept for importers; see defs/pools.py
 
 
 def _failures_table(failures: list[tuple[str, str]], limit: int = 50) -> str:
@@ -31,6 +33,7 @@ def _progress(context: dg.AssetExecutionContext, what: str):
     partitions_def=photo_batches,
     group_name="ingest",
     kinds={"python", "onnx", "sqlite"},
+    pool=INGEST_POOL,  # issue 11: batches detect in parallel, as many as the face_ingest pool allows
     description="Every face in the batch's photos: boxes, landmarks, detector score; bad photos recorded with a reason.",
 )
 def face_detections(context: dg.AssetExecutionContext, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
@@ -58,7 +61,7 @@ def face_detections(context: dg.AssetExecutionContext, face_pipeline: FacePipeli
     deps=[face_detections],
     group_name="ingest",
     kinds={"python", "onnx", "qdrant"},
-    pool=QDRANT_POOL,
+    pool=LIBRARY_POOL,  # writes Qdrant and organises the new faces: one at a time (defs/pools.py)
     description="512-d ArcFace embedding and quality score of every face of the batch, in Qdrant; new faces are "
     "assigned to known people or joined to existing unknown clusters right away.",
 )

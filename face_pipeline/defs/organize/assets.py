@@ -7,7 +7,8 @@ import dagster as dg
 from face_pipeline.core import organize
 from face_pipeline.core.consistency import vector_store_disagreements
 from face_pipeline.core.sync import sync_payloads
-from face_pipeline.defs.ingest.assets import QDRANT_POOL, face_embeddings
+from face_pipeline.defs.ingest.assets import face_embeddings
+from face_pipeline.defs.pools import LIBRARY_POOL
 from face_pipeline.defs.resources import FacePipelineResource
 
 
@@ -37,7 +38,7 @@ def _space(face_pipeline: FacePipelineResource, config: OrganizeConfig):
     deps=[face_embeddings],
     group_name="organize",
     kinds={"python", "sql"},
-    pool=QDRANT_POOL,
+    pool=LIBRARY_POOL,  # issue 11: library-wide, one at a time (defs/pools.py)
     description="Faces of named people assigned automatically (with confidence and margin); human labels never change.",
 )
 def supervised_assignments(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
@@ -78,7 +79,7 @@ def no_person_twice_in_a_photo(face_pipeline: FacePipelineResource) -> dg.AssetC
     deps=[supervised_assignments],
     group_name="organize",
     kinds={"python", "sql"},
-    pool=QDRANT_POOL,
+    pool=LIBRARY_POOL,  # issue 11: library-wide, one at a time (defs/pools.py)
     description="Faces nobody holds, grouped into stable unknown_cluster_N ids ready to be named; the rest is noise.",
 )
 def unknown_clusters(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:

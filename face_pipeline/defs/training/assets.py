@@ -7,7 +7,7 @@ import dagster as dg
 from face_pipeline.core import heads
 from face_pipeline.core.train import NotEnoughLabels, plot_losses
 from face_pipeline.defs.organize.assets import supervised_assignments
-from face_pipeline.defs.ingest.assets import QDRANT_POOL
+from face_pipeline.defs.pools import LIBRARY_POOL
 from face_pipeline.defs.resources import FacePipelineResource
 
 
@@ -31,6 +31,7 @@ def _metrics_table(raw: dict, projected: dict) -> str:
     deps=[supervised_assignments],
     group_name="training",
     kinds={"pytorch"},
+    pool=LIBRARY_POOL,  # issue 11: library-wide, one at a time (defs/pools.py)
     output_required=False,
     description="A triplet-trained projection head (512→256→128) on the human labels, versioned, gated against raw space.",
 )
@@ -89,7 +90,7 @@ def head_not_worse_than_raw(face_pipeline: FacePipelineResource) -> dg.AssetChec
     deps=[projection_head],
     group_name="training",
     kinds={"qdrant"},
-    pool=QDRANT_POOL,
+    pool=LIBRARY_POOL,  # issue 11: library-wide, one at a time (defs/pools.py)
     description="Every face through the promoted head into faces_proj_v{N}; alias faces_proj switched atomically.",
 )
 def reembedded_faces(context: dg.AssetExecutionContext, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
