@@ -29,7 +29,7 @@ from face_pipeline.core.db.schema import FaceInstance, Photo
 from face_pipeline.core.labels.commands import label_face
 from face_pipeline.core.sync import try_sync_payloads
 from face_pipeline.core.vectors import FaceVectorStore, open_vector_client
-from face_pipeline.defs.pools import INGEST_POOL
+from face_pipeline.defs.pools import INGEST_POOL, LIBRARY_POOL
 from face_pipeline.home import prepare_home
 from face_pipeline.settings import Settings
 from face_pipeline_tests.conftest import PG_HOST, PG_PORT, PG_USER, REPO_ROOT, copy_photos, lfw_people
@@ -73,7 +73,10 @@ def test_four_batches_and_labels_at_once_on_the_production_instance(tmp_path, pg
     paths = [ps[0] for ps in people.values()]
     batches = [f"batch{b}" for b in range(BATCHES)]
     with dg.DagsterInstance.get() as instance:
-        instance.event_log_storage.set_concurrency_slots(INGEST_POOL, 2)  # as the `pools` service does
+        # as docker/compose.yaml's pool-* services do; explicit limits avoid dagster-io/dagster#33552 (two runs
+        # lazily creating one default-limit pool row on PostgreSQL: one crashes — seen here before this line existed)
+        instance.event_log_storage.set_concurrency_slots(INGEST_POOL, 2)
+        instance.event_log_storage.set_concurrency_slots(LIBRARY_POOL, 1)
     for b, name in enumerate(batches):  # all four folders appear together
         copy_photos(paths[b * PHOTOS_PER_BATCH : (b + 1) * PHOTOS_PER_BATCH], tmp_path / "staging" / name)
     (tmp_path / "staging").rename(inbox)

@@ -79,7 +79,7 @@ def compose() -> dict:
 
 
 IMAGE_FILES = {"/opt/dagster/dagster_home/workspace.yaml": DOCKER / "workspace.yaml"}  # COPY in both Dockerfiles
-OUR_SERVICES = ("init", "pools", "code", "webserver", "daemon", "review")
+OUR_SERVICES = ("init", "pool-ingest", "pool-library", "code", "webserver", "daemon", "review")
 
 
 def test_compose_has_the_production_layout(compose):
@@ -187,7 +187,7 @@ def test_every_environment_variable_is_a_setting_or_known(compose):
         for var in svc.get("environment", {}):
             seen.add(var)
             assert var in settings_env or var in KNOWN_ENV, f"{name}: {var} is neither a Settings field nor a known variable"
-        if name in ("code", "webserver", "daemon", "pools"):
+        if name in ("code", "webserver", "daemon", "pool-ingest", "pool-library"):
             assert instance_env <= set(svc["environment"]), f"{name} lacks {instance_env - set(svc['environment'])}"
     # what run containers receive is also a real variable, and set where the daemon runs
     for var in launcher_env:
@@ -232,9 +232,11 @@ def test_docker_dagster_yaml_loads_as_an_instance_on_postgres(pg_database, tmp_p
         assert cfg.pool_config.default_pool_limit == 1
         assert cfg.run_queue_config.max_concurrent_runs == 8
         assert {"key": "face_pipeline/exclusive", "limit": 1} in cfg.run_queue_config.tag_concurrency_limits
-        # the ingest pool is sized the way the `pools` service does it; the library pool keeps the default of 1
+        # both pools sized the way the pool-* services do it (explicit limits: dagster-io/dagster#33552)
         instance.event_log_storage.set_concurrency_slots("face_ingest", 2)
+        instance.event_log_storage.set_concurrency_slots("face_library", 1)
         assert instance.event_log_storage.get_concurrency_info("face_ingest").slot_count == 2
+        assert instance.event_log_storage.get_concurrency_info("face_library").slot_count == 1
 
 
 # --- Helm -------------------------------------------------------------------------------------------------------
