@@ -143,7 +143,7 @@ def test_four_batches_and_labels_at_once_on_the_production_instance(tmp_path, pg
     try_sync_payloads(settings)
     with open_vector_client(settings) as client:
         report = vector_store_disagreements(settings, FaceVectorStore(client, settings.qdrant_collection))
-    assert report.agree() and report.qdrant_points == len(faces) and report.pending_sync == 0, report.as_metadata()
+    assert report.agree and report.qdrant_points == len(faces) and report.pending_sync == 0, report.as_metadata()
 
 
 def _runs_summary(instance) -> str:
