@@ -35,7 +35,7 @@ from face_pipeline.core.assign import (  # noqa: E402
     assign_scores,
     build_prototypes,
 )
-from face_pipeline.core.metrics import assignment_score  # noqa: E402
+from face_pipeline.evaluation.metrics import assignment_score  # noqa: E402
 
 THRESHOLDS = np.round(np.arange(0.25, 0.6 + 1e-9, 0.025), 3)
 FLOOR_PRECISION, FLOOR_RECALL = 0.995, 0.97
@@ -43,10 +43,9 @@ FLOOR_PRECISION, FLOOR_RECALL = 0.995, 0.97
 # tail of a large library (more strangers x more persons), and 0.05 is ~0.8 sigma of the impostor spread.
 HEADROOM = 0.05
 
-# (label, scoring, expand_rounds); scoring is a strategy name or one of the alternatives in variant_scores.
+# (label, scoring, unused); scoring is a strategy name or one of the alternatives in variant_scores. Centroid
+# expansion (re-centring on automatic matches) was removed by issue 7: prototypes come from human labels only.
 CONFIGS = [
-    ("hybrid+exp", "hybrid", 3),
-    ("centroid+exp", "centroid", 3),
     ("hybrid", "hybrid", 0),
     ("centroid", "centroid", 0),
     ("exemplar", "exemplar", 0),
@@ -114,7 +113,7 @@ def run(emb, truth, labelled, image, *, k, seeds, parity, configs, thresholds):
             for ti, t in enumerate(thresholds):
                 kw = dict(threshold=float(t), groups=q_groups, occupied=occupied)
                 if pre is None:
-                    a = assign_faces(protos, emb[q], strategy=scoring, expand_rounds=rounds, **kw)
+                    a = assign_faces(protos, emb[q], strategy=scoring, **kw)
                 else:
                     a = assign_scores(pre, **kw)
                 sc = assignment_score(q_truth, a.person_ids(protos), known_set)
@@ -170,9 +169,9 @@ def main() -> None:
                           ((c[0], pr(row[c[0]][0])) for c in CONFIGS[:3]))
         print(f"  known=people[{parity}::2] K={k}:  {cells}")
 
-    p, r, wrong, fu = pr(stats["hybrid+exp"][int(np.flatnonzero(THRESHOLDS == principled)[0])])
+    p, r, wrong, fu = pr(stats["hybrid"][int(np.flatnonzero(THRESHOLDS == principled)[0])])
     verdict = "meets" if (p >= FLOOR_PRECISION and r >= FLOOR_RECALL) else "MISSES"
-    print(f"\nrecommendation: strategy hybrid, expand_rounds 3, threshold {principled:.3f}: precision {p:.4f} "
+    print(f"\nrecommendation: strategy hybrid (no re-centring), threshold {principled:.3f}: precision {p:.4f} "
           f"recall {r:.4f}, {fu} unknown faces assigned -> {verdict} the floor")
 
 

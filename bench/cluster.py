@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from face_pipeline.core import cluster as C  # noqa: E402
-from face_pipeline.core.metrics import bcubed_prf, noise_as_singletons, pairwise_prf  # noqa: E402
+from face_pipeline.evaluation.metrics import bcubed_prf, noise_as_singletons, pairwise_prf  # noqa: E402
 
 DEV_NPZ = Path("/tmp/faces_dev_emb.npz")
 TARGETS = {  # (size, seconds); memory target applies to every size
@@ -229,7 +229,7 @@ def main() -> None:
     sizes = [int(s) for s in (args.sizes or ("2000,5000" if args.quick else "2000,10000,50000,200000")).split(",")]
     methods = args.methods.split(",") if args.methods else list(C.METHODS) + list(BASELINES)
     th = args.threshold if args.threshold is not None else C.DEFAULT_THRESHOLD
-    print(f"cores={os.cpu_count()} default method=graph threshold={th} exact kNN up to {C.EXACT_KNN_MAX} faces, IVF above")
+    print(f"cores={os.cpu_count()} default method={C.DEFAULT_METHOD} threshold={th} exact kNN up to {C.EXACT_KNN_MAX} faces, IVF above")
     print(HEADER)
     results: dict[tuple[int, str], dict] = {}
 
@@ -269,7 +269,7 @@ def main() -> None:
     inc = bench_incremental()
     print(f"  {inc['seconds']:.2f} s, assigned {inc['assigned']}/1000, precision {inc['precision']:.4f}, recall of faces whose person is clustered {inc['recall']:.4f}")
 
-    print("\ntargets (default method = graph)")
+    print(f"\ntargets (default method = {C.DEFAULT_METHOD})")
     print(f"{'target':<36}{'measured':>10}{'limit':>10}{'ratio':>8}  result")
     lines = []
     for n, limit in TARGETS.items():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from face_pipeline.core import labels, lookup, report
+from face_pipeline.core import suggestions  # suggestions queue (methods below)
 from face_pipeline.core.labels import (
     ClusterInfo,
     EventInfo,
@@ -103,6 +104,31 @@ class FacePipeline:
     def recent_events(self, since_id: int = 0, limit: int = 100) -> list[EventInfo]:
         """The change log after ``since_id``, oldest first."""
         return labels.recent_events(self.settings, since_id=since_id, limit=limit)
+
+    # ---- suggestions (owner: face_pipeline.core.suggestions) -------------------------------------------------
+    def list_suggestions(self, kind: str | None = None, status: str | None = "open", limit: int = 50,
+                         offset: int = 0) -> list[suggestions.SuggestionInfo]:
+        """Questions for a person ("is this X?", "the same person?"), the answers that settle most faces first.
+        ``status``: open (default), accepted, rejected, stale or all; ``kind``: face_is_person, cluster_is_person,
+        same_person or None for all."""
+        return suggestions.list_suggestions(self.settings, kind=kind, status=status, limit=limit, offset=offset)
+
+    def count_suggestions(self, kind: str | None = None, status: str | None = "open") -> int:
+        """How many suggestions :meth:`list_suggestions` pages through."""
+        return suggestions.count_suggestions(self.settings, kind=kind, status=status)
+
+    def get_suggestion(self, suggestion_id: int) -> suggestions.SuggestionInfo:
+        """One suggestion with all its faces (``NotFound`` for an unknown id)."""
+        return suggestions.get_suggestion(self.settings, suggestion_id)
+
+    def accept_suggestion(self, suggestion_id: int, *, actor: str = "user", name: str | None = None) -> LabelResult:
+        """Answer yes: the faces become the person, two people are merged, or two unnamed groups are linked (and
+        named ``name`` when given). Through the label operations; ``Conflict`` if already answered or stale."""
+        return suggestions.accept_suggestion(self.settings, suggestion_id, actor=actor, name=name)
+
+    def reject_suggestion(self, suggestion_id: int, *, actor: str = "user") -> LabelResult:
+        """Answer no: "not this person" for the faces, or "different people"; never proposed again."""
+        return suggestions.reject_suggestion(self.settings, suggestion_id, actor=actor)
 
     def stats(self) -> dict:
         return report.library_stats(self.settings)

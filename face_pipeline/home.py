@@ -37,6 +37,13 @@ concurrency:
     max_concurrent_runs: 1
   pools:
     default_limit: 1
+run_monitoring:
+  # runs the daemon launched that never got going (their worker died before starting) are failed; runs whose
+  # worker died later are found by their process (face_pipeline/runs.py, the dead_run_sensor and every command)
+  enabled: true
+  start_timeout_seconds: 300
+  cancel_timeout_seconds: 180
+  free_slots_after_run_end_seconds: 60
 sensors:
   use_threads: false
 schedules:

@@ -12,11 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-UnknownMethod = Literal["graph", "agglomerative", "hdbscan", "dbscan"]
-
 
 class Settings(BaseSettings):
     """All configuration. Defaults are the embedded single-machine setup (SQLite + Qdrant local mode)."""
@@ -87,17 +84,41 @@ class Settings(BaseSettings):
     # --- ingest -------------------------------------------------------------------------------------------
     photos_inbox: Path | None = Field(default=None, description="Each sub-folder is one photo batch (sensor-watched).")
 
-    # --- assignment & clustering -------------------------------------------------------------------------
-    person_match_threshold: float = Field(default=0.40, description="Cosine to a person's prototypes needed to join them: impostor max on real photos (0.33) plus headroom.")
-    person_margin: float = 0.0
+    # --- assignment & clustering (owner: naming rules / clustering; see core/naming.py, core/cluster.py) -------
+    person_match_threshold: float = Field(
+        default=0.40,
+        description="Direct bar: cosine to a person's human labels at which a face is named automatically. Above "
+        "w600k_mbf's impostor bar (99.99th percentile of different-people cosine on lfw_dev, 0.28, see "
+        "naming.MODEL_BARS) by about two impostor standard deviations; between the two bars faces become suggestions.",
+    )
+    person_margin: float = Field(default=0.0, description="Least lead over the runner-up person (0: the Hungarian match decides).")
     person_strategy: Literal["centroid", "exemplar", "hybrid"] = "hybrid"
-    person_propagation: bool = Field(default=True, description="Also name faces through face-graph clusters holding one person's labels.")
-    person_propagation_method: UnknownMethod = Field(default="graph", description="Clustering that proposes faces to name through their cluster.")
-    person_propagation_floor: float = Field(default=0.3, description="Least prototype similarity for a face named through its cluster.")
-    unknown_method: UnknownMethod = "graph"
+    person_min_quality: float = Field(
+        default=0.3,
+        description="Human-labelled faces below this quality score are not used as a person's prototypes (tiny, "
+        "blurred or turned faces resemble everyone's; ingest counts them as low quality at the same 0.3).",
+    )
+    unknown_method: str = Field(
+        default="chinese_whispers",
+        description="Clustering method (face_pipeline.core.clustering.methods.REGISTRY). Chinese Whispers as dlib runs "
+        "it: on lfw_dev it beat the former refined graph method (bench/quality.py).",
+    )
     unknown_min_size: int = 2
-    unknown_threshold: float = Field(default=0.40, description="Cosine similarity that links two unknown faces (just above this model's impostor max, 0.33).")
-    unknown_knn: int = 15
+    unknown_threshold: float = Field(
+        default=0.40,
+        description="Cosine that links two faces: w600k_mbf's impostor bar (0.28) raised to the direct bar, so a link "
+        "means at least what a name means.",
+    )
+    unknown_knn: int | None = Field(default=None, description="Neighbours per face in the clustering graph; unset = the method's own (50 for Chinese Whispers, as dlib).")
+
+    @field_validator("unknown_method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from face_pipeline.core.clustering.methods import REGISTRY  # lazy: settings load without scipy
+
+        if v not in REGISTRY:
+            raise ValueError(f"unknown_method must be one of {', '.join(REGISTRY)}")
+        return v
 
     # --- training -----------------------------------------------------------------------------------------
     triplet_margin: float = 0.2
@@ -108,6 +129,12 @@ class Settings(BaseSettings):
     training_min_people: int = 2
     training_min_faces_per_person: int = 2
     training_recommended_faces_per_person: int = 5
+    # --- training: named-people head (issue 7 scope 4; owner: training branch) ------------------------------
+    training_drift_weight: float = Field(default=1.0, description="Penalty on the head moving faces nobody labelled (keeps raw geometry for everyone else).")
+    training_raw_floor: float = Field(default=0.30, description="Impostor floor: a named person is a candidate for the head only above this raw cosine (w600k_mbf: 99.99th pct of impostor pairs on lfw_dev, see bench/train.py).")
+    training_gate_min_named_people: int = Field(default=3, description="Least labelled people kept for training for the gate to judge a head.")
+    training_gate_min_test_faces: int = Field(default=10, description="Least held-out labelled faces of those people for the gate to judge a head.")
+    training_gate_min_stranger_people: int = Field(default=2, description="Least labelled people held out as strangers for the gate to judge a head.")
 
     # --- derived paths ------------------------------------------------------------------------------------
     @cached_property

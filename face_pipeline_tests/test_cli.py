@@ -77,7 +77,7 @@ def cli_library(tmp_path_factory, faces_dev):
                   "txt": _start(home, "export", "--out", str(root / "faces.txt"), cwd=root)}
         rc, out, err = _run(home, "ingest", str(photos), "--batch", "summer 2024", cwd=root)
         assert rc == 0, f"stdout:\n{out}\nstderr:\n{err}"
-        yield {"home": home, "root": root, "photos": photos, "ingest_out": out,
+        yield {"home": home, "root": root, "photos": photos, "ingest_out": out, "ingest_err": err,
                **{k: _finish(p) for k, p in errors.items()}}
     finally:
         shutil.rmtree(fast, ignore_errors=True)
@@ -86,6 +86,9 @@ def cli_library(tmp_path_factory, faces_dev):
 def test_ingest_records_the_run_in_the_homes_dagster_instance(cli_library):
     home, out = cli_library["home"], cli_library["ingest_out"]
     assert "summer_2024" in out and "3 photos" in out and "0 failed" in out
+    # the follow-up organise ran and says what happened to the new faces; Dagster's log only under --verbose
+    assert "new faces: 0 joined known people" in out and "still unknown" in out
+    assert " - dagster - " not in cli_library["ingest_err"] and "Traceback" not in cli_library["ingest_err"]
     assert (home / "face_pipeline.sqlite").is_file() and (home / "qdrant").is_dir()
     dagster_yaml = (home / "dagster_home" / "dagster.yaml").read_text()
     assert "telemetry" in dagster_yaml
@@ -94,10 +97,11 @@ def test_ingest_records_the_run_in_the_homes_dagster_instance(cli_library):
 
     instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
     try:
-        runs = instance.get_runs()
-        assert len(runs) == 1
-        run = runs[0]
-        assert run.job_name == "ingest_batch" and run.status == dg.DagsterRunStatus.SUCCESS
+        runs = instance.get_runs()  # newest first
+        assert [(r.job_name, r.status) for r in runs] == [("organize_new_faces", dg.DagsterRunStatus.SUCCESS),
+                                                          ("ingest_batch", dg.DagsterRunStatus.SUCCESS)]
+        run = runs[1]
+        assert runs[0].tags.get("dagster/partition") == "summer_2024"
         assert run.tags.get("dagster/partition") == "summer_2024"
         assert instance.get_dynamic_partitions("photo_batches") == ["summer_2024"]
         for asset in ("face_detections", "face_embeddings"):
@@ -109,6 +113,7 @@ def test_ingest_records_the_run_in_the_homes_dagster_instance(cli_library):
 def test_stats_and_exports(cli_library):
     home, root = cli_library["home"], cli_library["root"]
     csv_out, pq_out = root / "out" / "faces.csv", root / "out" / "faces.parquet"
+    (root / "out").mkdir(exist_ok=True)
     procs = [_start(home, "stats", "--json", cwd=root), _start(home, "export", "--out", str(csv_out), cwd=root)]
     # the Parquet export opens the Qdrant folder; the others only read SQL, so all three run at once
     procs.append(_start(home, "export", "--out", str(pq_out), "--with-embeddings", cwd=root))
@@ -143,6 +148,87 @@ def test_errors_are_one_line_without_traceback(cli_library):
     line = _one_line_error(*cli_library["txt"])
     assert ".csv or .parquet" in line and ".txt" in line
     assert not (cli_library["root"] / "faces.txt").exists()
+
+
+def test_out_needs_an_existing_folder(cli_library):
+    home, root = cli_library["home"], cli_library["root"]
+    line = _one_line_error(*_run(home, "export", "--out", str(root / "typo_folder" / "deep" / "faces.csv"), cwd=root))
+    assert "typo_folder" in line and "does not exist" in line
+    assert not (root / "typo_folder").exists()
+
+
+@pytest.mark.parametrize("bad, why", [("a/b/c", "path separator"), ("..", "not a valid batch name"), ("x" * 300, "at most 100")])
+def test_bad_batch_names_are_refused_before_anything_is_written(cli_library, tmp_path, bad, why):
+    fresh = tmp_path / "never_created_home"
+    line = _one_line_error(*_run(fresh, "ingest", str(cli_library["photos"]), "--batch", bad, cwd=tmp_path))
+    assert why in line
+    assert not fresh.exists()
+
+
+def test_names_with_brackets_are_text_and_csv_cells_cannot_be_formulas(cli_library):
+    """Runs last in this module: it labels faces of the shared library."""
+    home, root = cli_library["home"], cli_library["root"]
+    frame = pd.read_csv(_csv(home, root, "before.csv"))
+    faces = sorted(frame["face_id"])
+    names = {faces[0]: "John [work]", faces[1]: "x[/]y", faces[2]: "=HYPERLINK(\"http://evil\",\"x\")", faces[3]: "@SUM(1)"}
+    for face, name in names.items():
+        rc, out, err = _run(home, "label-face", face, name, cwd=root)
+        assert rc == 0 and name in out, (out, err)
+    photo = next(cli_library["photos"].glob("*.jpg"))
+    for args in (("persons",), ("person", "x[/]y"), ("person", "John [work]"), ("search", str(photo)), ("find", str(photo))):
+        rc, out, err = _run(home, *args, cwd=root)
+        assert rc == 0 and "Traceback" not in err, (args, out, err)
+        if args[0] != "find":
+            assert any(n in out for n in names.values()), (args, out)
+        if args[0] == "persons":
+            assert all(n in out for n in names.values()), out
+        if args[0] == "person":
+            assert args[1] in out and "faces" in out and "object at" not in out and "PersonInfo(" not in out
+
+    exported = pd.read_csv(_csv(home, root, "after.csv"), keep_default_na=False)
+    by_face = dict(zip(exported["face_id"], exported["person_name"]))
+    assert by_face[faces[0]] == "John [work]" and by_face[faces[1]] == "x[/]y"
+    assert by_face[faces[2]] == "'" + names[faces[2]] and by_face[faces[3]] == "'@SUM(1)"
+    assert not any(str(v).startswith(("=", "+", "-", "@")) for col in exported.columns
+                   if not pd.api.types.is_numeric_dtype(exported[col]) for v in exported[col])
+
+
+def _csv(home: Path, root: Path, name: str) -> Path:
+    out = root / name
+    rc, _, err = _run(home, "export", "--out", str(out), cwd=root)
+    assert rc == 0, err
+    return out
+
+
+def test_a_damaged_library_is_refused_named_by_doctor_and_repaired(cli_library):
+    """Runs last: it breaks and repairs the shared library (labels must survive the repair)."""
+    home, root = cli_library["home"], cli_library["root"]
+    before = pd.read_csv(_csv(home, root, "labels_before.csv"), keep_default_na=False)
+    photo = next(cli_library["photos"].glob("*.jpg"))
+    rc, out, err = _run(home, "doctor", cwd=root)
+    assert rc == 0 and "library healthy" in out, (out, err)
+
+    shutil.rmtree(home / "qdrant")
+    for args in (("cluster",), ("search", str(photo)), ("export", "--out", str(root / "v.parquet"), "--with-embeddings")):
+        line = _one_line_error(*_run(home, *args, cwd=root))
+        assert "vector store has no collection" in line and "doctor --repair" in line, (args, line)
+    assert not (root / "v.parquet").exists()
+    rc, out, err = _run(home, "doctor", cwd=root)
+    assert rc == 1 and "problem: the vector store has no collection faces" in out, (out, err)
+
+    (home / "artifacts" / "batches" / "summer_2024" / "embeddings.npz").unlink()
+    rc, out, err = _run(home, "doctor", cwd=root)
+    assert rc == 1 and "embedding file" in out and "is missing" in out and "2 problem(s)" in out, out
+    line = _one_line_error(*_run(home, "find", str(photo), cwd=root))
+    assert "embedding file" in line and "summer_2024" in line
+
+    rc, out, err = _run(home, "doctor", "--repair", cwd=root)
+    assert rc == 0 and "embedding file rebuilt" in out and "vector store rebuilt" in out and "library healthy" in out, (out, err)
+    rc, out, err = _run(home, "cluster", cwd=root)
+    assert rc == 0, err
+    after = pd.read_csv(_csv(home, root, "labels_after.csv"), keep_default_na=False)
+    manual = before[before["assignment_source"] == "manual"][["face_id", "person_id"]].values.tolist()
+    assert manual and manual == after[after["assignment_source"] == "manual"][["face_id", "person_id"]].values.tolist()
 
 
 def test_without_face_pipeline_home_the_library_goes_to_dot_face_pipeline_not_home(tmp_path, faces_dev):

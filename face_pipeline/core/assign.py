@@ -17,7 +17,10 @@ Design, and why:
   the 330-photo dev set: different people mean 0.01, sd 0.065, p99 0.16, max 0.334 over 65k face pairs; a
   known person's faces reach their K=3 centroid at p5 ~0.37. Hence the recommended 0.40 (6 sd above the
   impostor mean, 0.07 above the highest impostor pair); bench/assign_calibration.py has the trade-off.
-* **Centroid expansion** recovers the recall a high threshold costs: see :func:`assign_faces`.
+* **No re-centring.** Prototypes come from human labels only and never move because of faces automation
+  matched: re-estimating a centroid from "confident" matches drifted one man's prototypes onto his brother's
+  530 photos (issue 7). Recall beyond the per-face bar comes from suggestions a person confirms
+  (:mod:`naming`), which then are human labels.
 * **Cannot-link.** One person appears at most once in a photo, so the faces of a photo are matched to persons
   jointly (Hungarian algorithm) instead of greedily: the best overall matching wins, whatever the row order.
   The matching maximises the summed gain ``score - threshold`` of the assignments it makes. Measuring gain
@@ -37,7 +40,6 @@ from dataclasses import dataclass
 from typing import Hashable, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 STRATEGIES = ("centroid", "exemplar", "hybrid")
 
@@ -69,9 +71,8 @@ class Prototypes:
     ``person_ids`` are the caller's ids in order of first appearance; every other array indexes into it.
     ``exemplar_index`` (optional) gives, for each exemplar, its row in the embeddings it was built from, so a
     match can be explained by showing the labelled face it resembled. ``centroid_weight`` (optional) is the
-    length of the sum of the person's normalised faces, i.e. ``centroid * weight`` is that sum; it lets
-    :func:`assign_faces` fold newly assigned faces into a centroid with the right weight (without it, the
-    number of exemplars stands in).
+    length of the sum of the person's normalised faces, i.e. ``centroid * weight`` is that sum (how much
+    evidence the centroid rests on).
     """
 
     person_ids: list
@@ -241,19 +242,6 @@ def _combine(centroids: np.ndarray, xn: np.ndarray, ex: np.ndarray | None, strat
     return cen if strategy == "centroid" else np.maximum(cen, ex)
 
 
-def _expanded_centroids(protos: Prototypes, xn: np.ndarray, person_index: np.ndarray) -> np.ndarray:
-    """Centroids re-estimated from the labelled faces plus the faces currently assigned to each person."""
-    if protos.centroid_weight is not None:
-        weight = np.asarray(protos.centroid_weight, dtype=np.float32)
-    else:
-        weight = np.bincount(protos.exemplar_owner, minlength=len(protos)).astype(np.float32)
-    sums = protos.centroids * weight[:, None]
-    got = person_index >= 0
-    np.add.at(sums, person_index[got], xn[got])
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return np.where(norms > 0, sums / np.where(norms > 0, norms, 1.0), protos.centroids).astype(np.float32)
-
-
 @dataclass
 class Assignment:
     """Result of :func:`assign_faces`, one entry per face.
@@ -310,6 +298,8 @@ def _match_group(gain: np.ndarray, valid: np.ndarray) -> np.ndarray:
     # Tiny bonus so a pair exactly at the threshold (gain 0) still beats staying unassigned.
     cost[:, : len(cols)] = np.where(sub_valid, -(gain[:, cols] + 1e-9), _FORBIDDEN)
     cost[np.arange(n), len(cols) + np.arange(n)] = 0.0
+    from scipy.optimize import linear_sum_assignment  # imported on first use: scipy costs ~0.5 s to import
+
     r, c = linear_sum_assignment(cost)
     for row, col in zip(r, c):
         if col < len(cols) and sub_valid[row, col]:
@@ -355,7 +345,6 @@ def assign_faces(
     groups: Sequence | None = None,
     rejected: dict[int, set[int]] | None = None,
     occupied: dict[Hashable, set[int]] | None = None,
-    expand_rounds: int = 3,
 ) -> Assignment:
     """Assign faces ``X`` to known persons, or to nobody.
 
@@ -367,40 +356,12 @@ def assign_faces(
     re-solved, so the rule holds for the final matching and an ambiguous face is left unassigned rather than
     shuffled onto a weaker candidate.
 
-    **Centroid expansion** (``expand_rounds`` > 0; no effect for ``strategy="exemplar"``): after a pass, every
-    person's centroid is re-estimated from their labelled faces *plus* the faces just assigned to them, and the
-    batch is assigned again, until nothing changes or the rounds run out. A few labels rarely span a person's
-    looks (decades of photos, hats, profile); faces assigned confidently fill the gaps, so faces between two
-    labelled looks become reachable without lowering the threshold (bench: recall 0.92 -> 0.98 at 0.40 with
-    K=3 labels, no new errors). Only centroids move, never exemplars, and every round starts from the labelled
-    prototypes, not from the previous round's: a wrong assignment is then one vote among many in an average,
-    while as an exemplar it would pull in all other faces of that wrong person (measured: full rebuilding at a
-    low threshold turned 5 errors into 116, centroid-only into 7). It works within ``X``: pass all faces
-    awaiting assignment together rather than photo by photo, and build ``protos`` from manual labels only,
-    so automatic assignments are recomputed rather than compounded from run to run. The returned confidences
-    are against the expanded centroids.
+    Scores are against the prototypes as given (human labels only): nothing here moves a prototype.
     """
     xn = _checked(protos, X, strategy)
     ex = _exemplar_scores(protos, xn) if strategy != "centroid" else None
-    kwargs = dict(threshold=threshold, margin=margin, groups=groups, rejected=rejected, occupied=occupied)
-    return _assign_expanding(protos, xn, ex, strategy, expand_rounds, kwargs)
-
-
-def _assign_expanding(protos, xn, ex, strategy, expand_rounds, kwargs) -> Assignment:
-    """The assignment loop of :func:`assign_faces` on normalised faces and precomputed exemplar scores
-    (exemplars never change, so callers sweeping thresholds compute them once)."""
-    result = assign_scores(_combine(protos.centroids, xn, ex, strategy), **kwargs)
-    if strategy == "exemplar" or len(protos) == 0:
-        return result
-    for _ in range(max(0, expand_rounds)):
-        if not (result.person_index >= 0).any():
-            break
-        centroids = _expanded_centroids(protos, xn, result.person_index)
-        new = assign_scores(_combine(centroids, xn, ex, strategy), **kwargs)
-        if np.array_equal(new.person_index, result.person_index):
-            return new
-        result = new
-    return result
+    return assign_scores(_combine(protos.centroids, xn, ex, strategy), threshold=threshold, margin=margin, groups=groups,
+                         rejected=rejected, occupied=occupied)
 
 
 def assign_scores(
@@ -515,7 +476,6 @@ def calibrate_threshold(
     repeats: int = 3,
     grid: Sequence[float] | None = None,
     max_exemplars: int = 16,
-    expand_rounds: int = 3,
     impostor_headroom: float | None = None,
     seed: int = 0,
 ) -> float:
@@ -527,8 +487,7 @@ def calibrate_threshold(
     assignment of their faces is an error: strangers are what the threshold mostly guards against) and the
     rest are known, each with ``labels_per_person`` seeded faces as labels (a user labels a few) and the rest
     as queries, which can also go to the wrong known person. Queries run through the same code as
-    :func:`assign_faces` (cannot-link and "occupied" via ``groups`` when given, centroid expansion with
-    ``expand_rounds``, which can amplify errors at low thresholds, so calibration must include it). Counts are
+    :func:`assign_faces` (cannot-link and "occupied" via ``groups`` when given). Counts are
     pooled over folds and repeats, and precision must hold on the whole upper part of the grid, not at one
     point, because with a few hundred queries a single lucky threshold is noise.
 
@@ -579,8 +538,8 @@ def calibrate_threshold(
             xq = x[query]
             ex = _exemplar_scores(protos, xq) if strategy != "centroid" else None
             for t_i, t in enumerate(grid_a):
-                kwargs = dict(threshold=float(t), margin=0.0, groups=q_groups, rejected=None, occupied=occupied)
-                res = _assign_expanding(protos, xq, ex, strategy, expand_rounds, kwargs)
+                res = assign_scores(_combine(protos.centroids, xq, ex, strategy), threshold=float(t), margin=0.0, groups=q_groups,
+                                    occupied=occupied)
                 got = res.person_index >= 0
                 assigned[t_i] += int(got.sum())
                 correct[t_i] += int((res.person_index[got] == truth[got]).sum())

@@ -5,8 +5,11 @@ into a temporary home; for every ``known_every``-th person (sorted by name) a us
 the pipeline then assigns and clusters everything else. Each photo's *labelled* face is its most central,
 largest face; any other face in it is a background stranger (an unknown person of its own).
 
-Baselines see the same embeddings and the same labels, the way their users would: the unsupervised clusters
-are named after the labelled faces they contain (majority), like naming a cluster in Immich or PhotoPrism.
+Baselines are the anchors of :mod:`face_pipeline.evaluation.anchors`, on the same embeddings and the same labels,
+applied the way their users would: a cluster whose labelled faces are all one person takes that name (a mixed
+cluster is not named), like naming a cluster in Immich or PhotoPrism. The multi-seed protocol on cached
+embeddings (label budgets, named fractions, the centroid frontier) is ``bench/quality.py``
+(:mod:`face_pipeline.evaluation.protocol`); this command is the same comparison end to end through SQL.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import select
 
-from face_pipeline.core import cluster as cluster_mod
+from face_pipeline.core import face_state
 from face_pipeline.core import ingest, labels, organize
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import FaceInstance, Person, Photo
 from face_pipeline.core.embedding_files import load_embeddings
-from face_pipeline.core.metrics import assignment_score, bcubed_prf, pairwise_prf, purity
+from face_pipeline.evaluation.anchors import ANCHORS
+from face_pipeline.evaluation.metrics import assignment_score, bcubed_prf, pairwise_prf, purity
 from face_pipeline.core.models import FaceModels
 from face_pipeline.home import prepare_home
 from face_pipeline.settings import Settings
@@ -111,12 +115,12 @@ def _score(name: str, truth: list, pred: list, assigned: list, known: set, label
 
 
 def _name_clusters(raw_labels: np.ndarray, label_of: dict[int, str]) -> tuple[list, list]:
-    """Baseline naming: a cluster holding labelled faces takes the majority label; returns (pred, assigned)."""
+    """Baseline naming: a cluster whose labelled faces are all one person takes that name; returns (pred, assigned)."""
     votes: dict[int, Counter] = defaultdict(Counter)
     for i, name in label_of.items():
         if raw_labels[i] >= 0:
             votes[int(raw_labels[i])][name] += 1
-    names = {c: v.most_common(1)[0][0] for c, v in votes.items()}
+    names = {c: next(iter(v)) for c, v in votes.items() if len(v) == 1}
     pred, assigned = [], []
     for i, c in enumerate(raw_labels):
         c = int(c)
@@ -214,7 +218,7 @@ def evaluate(
             pred.append(("person", names.get(pid, pid)))
             assigned.append(names.get(pid, pid))
             noise.append(False)
-        elif cid and cid.startswith(organize.CLUSTER_PREFIX):
+        elif face_state.is_unknown_cluster(cid):
             pred.append(("cluster", cid))
             assigned.append(None)
             noise.append(False)
@@ -234,11 +238,7 @@ def evaluate(
         ids, X = load_embeddings(settings, face_ids)
         assert ids == face_ids
         label_of = {i: labelled[f] for i, f in enumerate(face_ids) if f in labelled}
-        runs = {
-            "hdbscan (min size 3)": lambda: cluster_mod.hdbscan_baseline(X, min_cluster_size=3),
-            "immich (dist 0.5, min 3)": lambda: cluster_mod.immich_cluster(X, max_distance=0.5, min_faces=3),
-            "chinese whispers (cos>0.4)": lambda: cluster_mod.chinese_whispers(*cluster_mod.knn_graph(X, min(15, len(X) - 1)), threshold=0.4),
-        }
+        runs = {name: (lambda fn=fn: fn(X)) for name, fn in ANCHORS.items()}
         for name, fn in runs.items():
             raw = np.asarray(fn())
             b_pred, b_assigned = _name_clusters(raw, label_of)

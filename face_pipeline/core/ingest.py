@@ -26,19 +26,24 @@ from sqlalchemy import delete, select
 
 from face_pipeline.core import face_state
 from face_pipeline.core.db import session_scope
+from face_pipeline.core.errors import Conflict
 from face_pipeline.core.db.schema import (
     PHOTO_DUPLICATE,
     PHOTO_FAILED,
     PHOTO_NO_FACES,
     PHOTO_OK,
+    PERSON_ACTIVE,
     PIPELINE_ACTOR,
+    SOURCE_MANUAL,
     FaceAssignmentEvent,
     FaceInstance,
+    Person,
     Photo,
     PhotoBatch,
     utcnow,
 )
-from face_pipeline.core.embedding_files import save_batch_embeddings
+from face_pipeline.core.embedding_files import drop_faces_from_batch, save_batch_embeddings
+from face_pipeline.core.faults import fault_point
 from face_pipeline.core.models import FaceModels, l2_normalize, quality_score
 from face_pipeline.core.photos import PhotoError, content_hash, load_photo, scan_photos
 from face_pipeline.core.vectors import FaceRecord, FaceVectorStore
@@ -71,6 +76,7 @@ class DetectionReport:
     duplicates: int = 0
     faces: int = 0
     faces_removed: int = 0
+    moved_in: int = 0  # photos that moved here from another batch's folder (their faces and labels came along)
     skipped: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
     seconds: float = 0.0
@@ -98,14 +104,52 @@ class EmbeddingReport:
         return self.faces / self.seconds if self.seconds > 0 else 0.0
 
 
-def register_batch(settings: Settings, batch: str, folder: Path) -> None:
-    """Create (or re-point) the batch row; ingest and the inbox sensor both go through here."""
+def register_batch(settings: Settings, batch: str, folder: Path) -> str:
+    """Create the batch ``batch`` for ``folder`` (or confirm it): one batch per folder, one folder per batch.
+
+    Refuses (Conflict, before anything is written) a name that already belongs to another folder that still
+    exists — the second folder would otherwise replace the first one's photos and faces. A batch whose folder has
+    disappeared (moved or renamed) is re-pointed. Returns the batch name."""
+    from face_pipeline.core.inbox import folder_key, validate_batch_name
+
+    batch = validate_batch_name(batch)
+    folder = Path(folder).resolve()
+    key = folder_key(folder)
     with session_scope(settings.sql_url) as s:
+        owner = s.scalars(select(PhotoBatch).where(PhotoBatch.folder_key == key)).first()
+        if owner is not None and owner.name != batch:
+            raise Conflict(f"folder {folder} is already batch {owner.name!r}; ingest it again with --batch {owner.name} "
+                           "(or without --batch)")
         row = s.get(PhotoBatch, batch)
         if row is None:
-            s.add(PhotoBatch(name=batch, source_dir=str(Path(folder).resolve())))
-        else:
-            row.source_dir = str(Path(folder).resolve())
+            s.add(PhotoBatch(name=batch, source_dir=str(folder), folder_key=key))
+        elif row.folder_key != key:
+            old = Path(row.source_dir)
+            if row.folder_key is not None and old.is_dir() and old != folder:
+                raise Conflict(f"batch {batch!r} is already the folder {old}; choose another --batch name for {folder}")
+            row.source_dir, row.folder_key = str(folder), key  # the batch's folder moved (or a pre-0003 row)
+    return batch
+
+
+def batch_for_folder(settings: Settings, folder: Path, requested: str | None = None) -> str:
+    """The batch of ``folder``, registered if new: ``requested`` if given (validated), else the folder's existing
+    batch, else the first free readable name (``trip``, ``2024_trip``, ``trip-1a2b3c4d``)."""
+    from face_pipeline.core.inbox import folder_key, name_candidates
+
+    if requested is not None:
+        return register_batch(settings, requested, folder)
+    key = folder_key(folder)
+    with session_scope(settings.sql_url) as s:
+        owner = s.scalars(select(PhotoBatch.name).where(PhotoBatch.folder_key == key)).first()
+        if owner is None:
+            legacy = s.scalars(select(PhotoBatch.name).where(PhotoBatch.folder_key.is_(None),
+                                                             PhotoBatch.source_dir == str(Path(folder).resolve()))).first()
+            owner = legacy
+        taken = set(s.scalars(select(PhotoBatch.name)))
+    if owner is not None:
+        return register_batch(settings, owner, folder)
+    name = next(n for n in name_candidates(folder) if n not in taken)
+    return register_batch(settings, name, folder)
 
 
 def batch_source(settings: Settings, batch: str) -> Path:
@@ -126,21 +170,21 @@ class _FaceRow:
     det_score: float
 
 
-def _owners_of(settings: Settings, image_ids: list[str], batch: str) -> dict[str, str]:
-    """image_id → batch that already holds its faces (for images ingested by another batch)."""
+def _owners_of(settings: Settings, image_ids: list[str], batch: str) -> dict[str, tuple[str, str, str]]:
+    """image_id → (batch, relative path, absolute path) of the photo that already holds its faces in another batch."""
     if not image_ids:
         return {}
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, str, str]] = {}
     with session_scope(settings.sql_url) as s:
         for i in range(0, len(image_ids), 500):
             chunk = image_ids[i : i + 500]
             rows = s.execute(
-                select(Photo.image_id, Photo.batch, Photo.rel_path).where(
+                select(Photo.image_id, Photo.batch, Photo.rel_path, Photo.path).where(
                     Photo.image_id.in_(chunk), Photo.batch != batch, Photo.status.in_([PHOTO_OK, PHOTO_NO_FACES])
-                )
+                ).order_by(Photo.id)
             ).all()
-            for image_id, other_batch, rel in rows:
-                out.setdefault(image_id, f"{other_batch}/{rel}")
+            for image_id, other_batch, rel, path in rows:
+                out.setdefault(image_id, (other_batch, rel, path))
     return out
 
 
@@ -161,6 +205,10 @@ def detect_batch(settings: Settings, batch: str, models: FaceModels, progress: P
         except PhotoError as exc:
             hashes[path] = exc
     owners = _owners_of(settings, sorted({image_id_for(h) for h in hashes.values() if isinstance(h, str)}), batch)
+    # Content identity wins: a photo whose first copy is gone from disk has MOVED here (it is not a duplicate of a
+    # path that no longer exists); this batch takes over its faces, with their labels.
+    moved = {img: owner for img, (owner, _rel, path) in owners.items() if not Path(path).is_file()}
+    owners = {img: o for img, o in owners.items() if img not in moved}
 
     photo_rows: list[dict] = []
     faces: list[_FaceRow] = []
@@ -176,7 +224,7 @@ def detect_batch(settings: Settings, batch: str, models: FaceModels, progress: P
                 raise digest
             image_id = image_id_for(digest)
             row.update(image_id=image_id, content_hash=digest)
-            first = owners.get(image_id) or seen_in_batch.get(image_id)
+            first = (f"{owners[image_id][0]}/{owners[image_id][1]}" if image_id in owners else None) or seen_in_batch.get(image_id)
             if first is not None:
                 row.update(status=PHOTO_DUPLICATE, reason=f"same content as {first}")
                 report.duplicates += 1
@@ -203,41 +251,81 @@ def detect_batch(settings: Settings, batch: str, models: FaceModels, progress: P
             report.failed += 1
             report.failures.append((rel, row["reason"]))
         photo_rows.append(row)
+        fault_point("detection")
         if progress:
             progress(n, len(scan.photos))
 
-    report.faces_removed = _write_detections(settings, batch, photo_rows, faces, report)
+    report.moved_in = len(moved)
+    report.faces_removed = _write_detections(settings, batch, photo_rows, faces, report, moved)
+    for other in sorted(set(moved.values())):  # their embedding files must not list the faces twice
+        drop_faces_from_batch(settings, other, {f.face_id for f in faces if f.image_id in moved})
     _write_crops(settings, batch, faces, crops)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _write_detections(settings: Settings, batch: str, photo_rows: list[dict], faces: list[_FaceRow], report: DetectionReport) -> int:
-    """Replace the batch's photos and faces in one transaction, keeping labels of faces that survive."""
+def _write_detections(settings: Settings, batch: str, photo_rows: list[dict], faces: list[_FaceRow], report: DetectionReport,
+                      moved: dict[str, str] | None = None) -> int:
+    """Replace the batch's photos and faces in one transaction, keeping labels of faces that survive.
+
+    ``moved`` (image_id → batch it moved from): those photos' rows leave the old batch and their faces join this
+    one, labels included. A face that comes back after it was removed (its photo moved out and back, or was
+    re-ingested after a pause) gets its manual label back from the removal event."""
+    moved = moved or {}
     new_ids = {f.face_id for f in faces}
     with session_scope(settings.sql_url) as s:
         s.execute(delete(Photo).where(Photo.batch == batch))
+        if moved:
+            s.execute(delete(Photo).where(Photo.image_id.in_(list(moved)), Photo.batch != batch))
         s.add_all(Photo(**r) for r in photo_rows)
         existing = {f.face_id: f for f in s.scalars(select(FaceInstance).where(FaceInstance.batch == batch))}
+        if moved:
+            existing.update({f.face_id: f for f in s.scalars(select(FaceInstance).where(FaceInstance.image_id.in_(list(moved))))})
         removed = [f for fid, f in existing.items() if fid not in new_ids]
         for f in removed:
             if f.person_id:
                 s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="face_removed", face_id=f.face_id, from_person=f.person_id,
-                                          reason="photo no longer in batch or face no longer detected"))
+                                          reason="photo no longer in batch or face no longer detected",
+                                          details={"assignment_source": f.assignment_source, "batch": f.batch}))
             s.delete(f)
+        comeback = _removed_manual_labels(s, [f.face_id for f in faces if f.face_id not in existing])
         for f in faces:
             x1, y1, x2, y2 = f.bbox
             row = existing.get(f.face_id)
             if row is None:
-                s.add(FaceInstance(face_id=f.face_id, image_id=f.image_id, batch=batch, face_index=f.face_index,
-                                   x1=x1, y1=y1, x2=x2, y2=y2, landmarks=f.landmarks, det_score=f.det_score, embedded=False))
+                row = FaceInstance(face_id=f.face_id, image_id=f.image_id, batch=batch, face_index=f.face_index,
+                                   x1=x1, y1=y1, x2=x2, y2=y2, landmarks=f.landmarks, det_score=f.det_score, embedded=False)
+                if f.face_id in comeback:
+                    face_state.assign(row, comeback[f.face_id], SOURCE_MANUAL)
+                    s.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="face_restored", face_id=f.face_id, to_person=comeback[f.face_id],
+                                              reason="the photo came back: its manual label is restored"))
+                s.add(row)
             else:  # same face again: refresh geometry, keep who it is
+                row.batch = batch
                 row.x1, row.y1, row.x2, row.y2 = x1, y1, x2, y2
                 row.landmarks, row.det_score, row.embedded = f.landmarks, f.det_score, False
         b = s.get(PhotoBatch, batch)
         b.status, b.detected_at = "detected", utcnow()
         b.photos, b.faces, b.failures = report.photos, report.faces, report.failed
     return len(removed)
+
+
+def _removed_manual_labels(s, face_ids: list[str]) -> dict[str, str]:
+    """face_id → person of faces whose last removal took a manual label with it (the person still active)."""
+    out: dict[str, str] = {}
+    for i in range(0, len(face_ids), 500):
+        events = s.scalars(select(FaceAssignmentEvent).where(
+            FaceAssignmentEvent.action == "face_removed", FaceAssignmentEvent.face_id.in_(face_ids[i : i + 500])
+        ).order_by(FaceAssignmentEvent.id)).all()
+        for e in events:  # the newest removal wins
+            if (e.details or {}).get("assignment_source") == SOURCE_MANUAL and e.from_person:
+                out[e.face_id] = e.from_person
+            else:
+                out.pop(e.face_id, None)
+    if out:
+        active = set(s.scalars(select(Person.person_id).where(Person.person_id.in_(set(out.values())), Person.status == PERSON_ACTIVE)))
+        out = {f: p for f, p in out.items() if p in active}
+    return out
 
 
 def _write_crops(settings: Settings, batch: str, faces: list[_FaceRow], crops: list[np.ndarray]) -> None:
@@ -269,6 +357,7 @@ def embed_batch(settings: Settings, batch: str, models: FaceModels, store: FaceV
     parts = []
     for i in range(0, len(face_ids), bs):
         parts.append(models.embed(list(crops[i : i + bs])))
+        fault_point("embedding")
         if progress:
             progress(min(i + bs, len(face_ids)), len(face_ids))
     if parts:
@@ -296,9 +385,11 @@ def embed_batch(settings: Settings, batch: str, models: FaceModels, store: FaceV
             records.append(FaceRecord(fid, vec, face_state.payload_of(row, batch)))
         b = s.get(PhotoBatch, batch)
         b.status, b.embedded_at = "embedded", utcnow()
+    fault_point("after_sql_commit")
     save_batch_embeddings(settings, batch, [face_ids[i] for i in kept], unit[kept] if len(unit) else unit)
     store.ensure()
     store.delete_batch(batch)
+    fault_point("vector_write")
     store.upsert(records)
     report.faces = len(records)
     report.face_ids = [r.face_id for r in records]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
+from face_pipeline.core import face_state
 from face_pipeline.core.assign import assign_faces
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import PERSON_ACTIVE, FaceInstance, Person
@@ -100,8 +101,9 @@ def _brute_force(settings: Settings, X: np.ndarray, limit: int) -> list[tuple[in
 def search(settings: Settings, image_path: str | Path, limit: int = 10, models: FaceModels | None = None) -> list[SearchHit]:
     """The ``limit`` nearest library faces to each face of a photo, ordered by query face then score.
 
-    Qdrant answers normally (person from the payload); when another process holds the local folder, or no
-    collection exists yet, the same answer is computed by brute force over the embedding files."""
+    Qdrant answers normally; when another process holds the local folder, or no collection exists yet, the same
+    answer is computed by brute force over the embedding files. Person and photo always come from SQL, the source
+    of truth (a payload may still wait for the next run to be pushed)."""
     faces, X = _embed_photo(settings, image_path, models)
     if not faces:
         return []
@@ -119,6 +121,11 @@ def search(settings: Settings, image_path: str | Path, limit: int = 10, models: 
     if raw is None:
         raw = _brute_force(settings, X, limit)
     with session_scope(settings.sql_url) as s:
-        pids = sorted({r[3] for r in raw if r[3]})
+        rows = {f.face_id: (f.person_id, f.image_id) for f in face_state.faces_by_id(s, {r[1] for r in raw})}
+        pids = sorted({p for p, _ in rows.values() if p})
         names = dict(s.execute(select(Person.person_id, Person.name).where(Person.person_id.in_(pids))).all()) if pids else {}
-    return [SearchHit(qi, fid, score, pid, names.get(pid) if pid else None, image_id) for qi, fid, score, pid, image_id in raw]
+    hits = []
+    for qi, fid, score, pid, image_id in raw:
+        pid, image_id = rows.get(fid, (pid, image_id))
+        hits.append(SearchHit(qi, fid, score, pid, names.get(pid) if pid else None, image_id))
+    return hits

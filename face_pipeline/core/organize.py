@@ -2,10 +2,11 @@
 
 This is where the pure algorithms (:mod:`assign`, :mod:`cluster`) meet the label state in SQL:
 
-* **supervised assignment** builds each person's prototypes from the faces a human labelled (sources
-  ``manual`` and ``cluster``) and gives every other face to a person when it clears the threshold. Human labels
-  are never changed; earlier automatic assignments are recomputed, because new labels can change them.
-* **unknown clustering** groups the faces that are still nobody's. Cluster ids are stable across runs
+* **supervised assignment** names faces by the rules of :mod:`naming`: prototypes from human labels only, no
+  vouching, nothing named inside the model's impostor range, the library's clusters may veto, and whatever is
+  suggestive but not enough becomes a suggestion (stored through the suggestion queue). Human labels are never
+  changed; earlier automatic names are recomputed, because new labels can change them.
+* **unknown clustering** groups everyone the same way whatever the labels, and keeps the faces still nobody's. Cluster ids are stable across runs
   (matched by overlap), so ``unknown_cluster_12`` keeps meaning the same group for a person looking at it.
 * **incremental** handles a new batch right after it is embedded: assign to people, else join an existing
   unknown cluster, else wait (noise) for the next full re-cluster.
@@ -28,8 +29,9 @@ import numpy as np
 from sqlalchemy import func, select
 
 from face_pipeline.core import face_state
-from face_pipeline.core import assign as assign_mod
 from face_pipeline.core import cluster as cluster_mod
+from face_pipeline.core import naming
+from face_pipeline.core import suggestions as suggestions_mod
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import (
     HUMAN_SOURCES,
@@ -42,6 +44,7 @@ from face_pipeline.core.db.schema import (
     PipelineState,
 )
 from face_pipeline.core.embedding_files import load_embeddings
+from face_pipeline.core.suggestions import Suggestion
 from face_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class Library:
     cluster_ids: list[str | None]
     rejections: dict[str, set[str]]  # face_id → persons it is not
     active_persons: set[str]  # persons that may receive faces (active or hidden, not merged)
+    quality: list[float | None] = field(default_factory=list)  # quality score per face (None = unknown)
 
     @cached_property
     def human(self) -> np.ndarray:
@@ -71,9 +75,10 @@ def _label_state(settings: Settings) -> tuple[dict[str, tuple], dict[str, set[st
     """From SQL: face_id → (image, person, source, cluster); rejections; persons that may receive faces."""
     with session_scope(settings.sql_url) as s:
         rows = {
-            r.face_id: (r.image_id, r.person_id, r.assignment_source, r.cluster_id)
+            r.face_id: (r.image_id, r.person_id, r.assignment_source, r.cluster_id, r.quality_score)
             for r in s.execute(
-                select(FaceInstance.face_id, FaceInstance.image_id, FaceInstance.person_id, FaceInstance.assignment_source, FaceInstance.cluster_id)
+                select(FaceInstance.face_id, FaceInstance.image_id, FaceInstance.person_id, FaceInstance.assignment_source, FaceInstance.cluster_id,
+                       FaceInstance.quality_score)
             )
         }
         rejections: dict[str, set[str]] = defaultdict(set)
@@ -94,6 +99,7 @@ def _with_labels(ids: list[str], X: np.ndarray, state: tuple[dict[str, tuple], d
         cluster_ids=[rows[f][3] for f in ids],
         rejections=rejections,
         active_persons=active,
+        quality=[rows[f][4] for f in ids],
     )
 
 
@@ -127,32 +133,49 @@ class AssignmentReport:
     changed_person: int = 0
     mean_confidence: float = 0.0
     threshold: float = 0.0
-    propagated: int = 0
+    impostor_bar: float = 0.0
+    vetoed: int = 0  # faces that cleared the bar but whose cluster is clearly someone else (became suggestions)
+    suggestions: list[Suggestion] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def _prototypes(lib: Library, strategy_max_exemplars: int = 16) -> assign_mod.Prototypes | None:
-    human = lib.human
-    idx = [i for i in np.flatnonzero(human) if lib.person_ids[i] in lib.active_persons]
-    if not idx:
-        return None
-    return assign_mod.build_prototypes(lib.X[idx], [lib.person_ids[i] for i in idx], max_exemplars=strategy_max_exemplars)
+def _human_index(lib: Library) -> tuple[np.ndarray, list[str]]:
+    """(person index per face, -1 = no human label of an active person; index → person id)."""
+    persons = sorted({lib.person_ids[i] for i in np.flatnonzero(lib.human) if lib.person_ids[i] in lib.active_persons})
+    index = {p: n for n, p in enumerate(persons)}
+    human = np.array([index.get(p, -1) if h else -1 for p, h in zip(lib.person_ids, lib.human)], dtype=np.int64)
+    return human, persons
 
 
-def _constraints(lib: Library, protos: assign_mod.Prototypes, rows: Sequence[int]) -> tuple[dict[int, set[int]], dict[str, set[int]]]:
-    """Cannot-links for candidate ``rows``: rejections (row-local index) and persons a photo already shows."""
-    pindex = {p: i for i, p in enumerate(protos.person_ids)}
-    rejected: dict[int, set[int]] = {}
-    for local, i in enumerate(rows):
-        bad = {pindex[p] for p in lib.rejections.get(lib.face_ids[i], ()) if p in pindex}
-        if bad:
-            rejected[local] = bad
-    occupied: dict[str, set[int]] = defaultdict(set)
-    for i in np.flatnonzero(lib.human):
-        p = lib.person_ids[i]
-        if p in pindex:
-            occupied[lib.image_ids[i]].add(pindex[p])
-    return rejected, dict(occupied)
+def _queue_pairs(settings: Settings, lib: Library, which: str) -> list[tuple[int, int]]:
+    """Row pairs from people's answers in the suggestion queue (``cannot_link_pairs`` / ``must_link_pairs``)."""
+    fn = {"cannot_link_pairs": suggestions_mod.cannot_link_pairs, "must_link_pairs": suggestions_mod.must_link_pairs}[which]
+    pos = {f: i for i, f in enumerate(lib.face_ids)}
+    with session_scope(settings.sql_url) as s:
+        pairs = fn(s)
+    return [(pos[a], pos[b]) for a, b in pairs if a in pos and b in pos]
+
+
+def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | None, cannot: list, must: list) -> np.ndarray:
+    """The library's structure for rule 5 of :mod:`naming`: a clustering of everyone (labels not used).
+
+    A full run clusters every face. An incremental run (``rows``) keeps the faces' current groups (a person's
+    faces are their person's group, unknown faces their cluster) and lets each new face join the group of its
+    nearest grouped face, as :func:`cluster.assign_to_clusters` does for unknown clusters.
+    """
+    if rows is None:
+        return cluster_mod.cluster_faces(lib.X, settings.unknown_method, threshold=settings.unknown_threshold, min_size=1,
+                                         k=settings.unknown_knn, groups=lib.image_ids, seed=0, must_link=must, cannot_link=cannot)
+    new = set(rows)
+    names = [None if i in new else (lib.person_ids[i] or (c if face_state.is_unknown_cluster(c := lib.cluster_ids[i]) else None))
+             for i in range(len(lib.face_ids))]
+    number = {c: n for n, c in enumerate(sorted({c for c in names if c is not None}))}
+    labels = np.array([number[c] if c is not None else -1 for c in names], dtype=np.int64)
+    old = np.flatnonzero(labels >= 0)
+    rows_a = np.asarray(sorted(new), dtype=np.int64)
+    if len(old) and len(rows_a):
+        labels[rows_a] = cluster_mod.assign_to_clusters(lib.X[rows_a], lib.X[old], labels[old], settings.unknown_threshold)
+    return labels
 
 
 def supervised_assignment(
@@ -165,154 +188,70 @@ def supervised_assignment(
     rows: Sequence[int] | None = None,
     lib: Library | None = None,
 ) -> AssignmentReport:
-    """(Re)assign every face without a human label to known persons; write changes and prototypes to SQL."""
+    """(Re)name every face without a human label by the rules of :mod:`naming`; write changes, prototypes and
+    (full runs) the suggestions.
+
+    ``threshold`` is the direct bar (default ``person_match_threshold``). In raw space the impostor bar is the
+    model's recorded one; in a learned space nobody measured it, so no face below the direct bar is suggested.
+    """
     t0 = time.perf_counter()
     threshold = settings.person_match_threshold if threshold is None else threshold
     strategy = strategy or settings.person_strategy
     lib = lib or load_library(settings, project)
-    rep = AssignmentReport(faces=len(lib.face_ids), human_labelled=int(lib.human.sum()), threshold=threshold)
-    protos = _prototypes(lib)
-    human = lib.human
-    candidates = [i for i in (rows if rows is not None else range(len(lib.face_ids))) if not human[i]]
+    impostor = min(naming.bars_for(settings.model_name).impostor, threshold) if space == "raw" else threshold
+    rep = AssignmentReport(faces=len(lib.face_ids), human_labelled=int(lib.human.sum()), threshold=threshold, impostor_bar=impostor)
+    human, persons = _human_index(lib)
+    candidates = [i for i in (rows if rows is not None else range(len(lib.face_ids))) if not lib.human[i]]
     updates: dict[str, tuple[str | None, float | None, float | None]] = {}
-    if protos is not None and candidates:
-        rep.persons = len(protos.person_ids)
-        rejected, occupied = _constraints(lib, protos, candidates)
-        result = assign_mod.assign_faces(
-            protos, lib.X[candidates], threshold=threshold, margin=settings.person_margin, strategy=strategy,
-            groups=[lib.image_ids[i] for i in candidates], rejected=rejected, occupied=occupied,
+    if persons and candidates:
+        cannot, must = _queue_pairs(settings, lib, "cannot_link_pairs"), _queue_pairs(settings, lib, "must_link_pairs")
+        pindex = {p: n for n, p in enumerate(persons)}
+        rejected = {i: {pindex[p] for p in lib.rejections.get(lib.face_ids[i], ()) if p in pindex} for i in candidates}
+        result = naming.name_faces(
+            lib.X, human, groups=lib.image_ids, quality=np.array([np.nan if q is None else q for q in lib.quality], dtype=np.float64),
+            clusters=_evidence_clusters(settings, lib, rows, cannot, must), direct=threshold, impostor=impostor,
+            min_quality=settings.person_min_quality, margin=settings.person_margin, strategy=strategy,
+            rejected={i: r for i, r in rejected.items() if r}, cannot_link=cannot, candidates=candidates, suggest=rows is None,
         )
-        for local, i in enumerate(candidates):
-            p = int(result.person_index[local])
+        rep.persons = len({int(p) for p in human[human >= 0]})
+        rep.vetoed = int(result.vetoed.sum())
+        for i in candidates:
+            p = int(result.person[i])
             if p >= 0:
-                margin = float(result.margin[local])
-                updates[lib.face_ids[i]] = (protos.person_ids[p], float(result.confidence[local]), margin if np.isfinite(margin) else 1.0)
-        if rows is None and settings.person_propagation:
-            rep.propagated = _propagate_through_clusters(settings, lib, protos, candidates, strategy, rejected, occupied, updates)
+                updates[lib.face_ids[i]] = (persons[p], float(result.confidence[i]), float(result.margin[i]))
+        rep.suggestions = [_suggestion(lib, persons, r) for r in result.suggestions]
     for i in candidates:
         updates.setdefault(lib.face_ids[i], (None, None, None))
     confidences = [c for p, c, _ in updates.values() if p is not None]
     rep.assigned = len(confidences)
     rep.mean_confidence = float(np.mean(confidences)) if confidences else 0.0
     _write_assignments(settings, updates, rep)
+    if rows is None:
+        _store_suggestions(settings, rep.suggestions)
     rep.seconds = time.perf_counter() - t0
     return rep
 
 
-def _propagate_through_clusters(
-    settings: Settings,
-    lib: Library,
-    protos: assign_mod.Prototypes,
-    candidates: list[int],
-    strategy: str,
-    rejected: dict[int, set[int]],
-    occupied: dict[str, set[int]],
-    updates: dict[str, tuple],
-) -> int:
-    """Second pass: faces that share a face-graph cluster with one person's human labels join that person.
+def _suggestion(lib: Library, persons: list[str], r: naming.RawSuggestion) -> Suggestion:
+    def shown_cluster(rows: tuple[int, ...]) -> str | None:
+        ids = {lib.cluster_ids[i] for i in rows}
+        c = next(iter(ids)) if len(ids) == 1 else None
+        return c if face_state.is_unknown_cluster(c) else None
 
-    A face can be clearly the same person as its neighbours (pose, age, lighting chains through similar
-    faces) while its similarity to the person's prototypes stays under the per-face threshold. Clustering the
-    labelled and unassigned faces together and naming each cluster after the human labels inside it — only when
-    they all name one person — recovers those faces, the way a user naming a cluster would. Guards: the face's
-    own prototype score must clear ``person_propagation_floor`` (above this model's impostor tail) and that
-    person must be its best admissible one; rejections, same-photo and already-present constraints hold.
-    """
-    pindex = {p: n for n, p in enumerate(protos.person_ids)}
-    pos = {f: i for i, f in enumerate(lib.face_ids)}
-    anchors = _anchors(lib, pindex, updates, pos)
-    unassigned = [i for i in candidates if lib.face_ids[i] not in updates]
-    if not unassigned or not anchors:
-        return 0
-    pool = [i for i, _ in anchors] + unassigned
-    labels = cluster_mod.cluster_faces(
-        lib.X[pool], settings.person_propagation_method, threshold=settings.unknown_threshold, min_size=2, k=settings.unknown_knn,
-        groups=[lib.image_ids[i] for i in pool], seed=0,
+    return Suggestion(
+        kind=r.kind, face_ids=tuple(lib.face_ids[i] for i in r.rows),
+        person_id=persons[r.person] if r.person is not None else None,
+        other_person_id=persons[r.other_person] if r.other_person is not None else None,
+        other_face_ids=tuple(lib.face_ids[i] for i in r.other_rows), score=round(r.score, 5), bar=round(r.bar, 5),
+        cluster_id=shown_cluster(r.rows) if r.rows else None, other_cluster_id=shown_cluster(r.other_rows) if r.other_rows else None,
     )
-    named: dict[int, set[str]] = defaultdict(set)
-    for local, (_, pid) in enumerate(anchors):
-        if labels[local] >= 0:
-            named[int(labels[local])].add(pid)
-    local_of = {i: n for n, i in enumerate(candidates)}
-    scores_of = dict(zip(unassigned, assign_mod.person_scores(protos, lib.X[unassigned], strategy)))
-    taken: dict[str, set[str]] = defaultdict(set)  # photo → persons already given in this run
-    for fid, (pid, _, _) in updates.items():
-        if pid is not None:
-            taken[lib.image_ids[pos[fid]]].add(pid)
-
-    def bad(i: int) -> set[int]:
-        return rejected.get(local_of[i], set()) | occupied.get(lib.image_ids[i], set())
-
-    added = 0
-    for u, i in enumerate(unassigned):
-        persons = named.get(int(labels[len(anchors) + u]), set())
-        if len(persons) == 1:
-            person = next(iter(persons))
-            added += _name_if_admissible(lib, i, person, pindex[person], scores_of[i], bad(i), updates, taken,
-                                         floor=settings.person_propagation_floor)
-    added += _propagate_by_neighbours(settings, lib, pindex, pos, scores_of, bad, updates, taken)
-    return added
 
 
-def _anchors(lib: Library, pindex: dict[str, int], updates: dict[str, tuple], pos: dict[str, int]) -> list[tuple[int, str]]:
-    """Faces whose person is known: human labels, plus the faces this run has just named (they bridge pose
-    and age gaps between a person's labelled photos and the rest)."""
-    out = [(int(i), lib.person_ids[i]) for i in np.flatnonzero(lib.human) if lib.person_ids[i] in pindex]
-    return out + [(pos[f], pid) for f, (pid, _, _) in updates.items() if pid is not None]
-
-
-def _name_if_admissible(lib: Library, i: int, person: str, p: int, scores: np.ndarray, bad: set[int],
-                        updates: dict[str, tuple], taken: dict[str, set[str]], floor: float | None = None) -> bool:
-    """Give face ``i`` to ``person`` (prototype index ``p``) if that person is admissible for it — not rejected,
-    not already in its photo, its best remaining prototype match (and at least ``floor``); record confidence
-    and the margin to the runner-up."""
-    row = scores.copy()
-    row[list(bad)] = -np.inf
-    photo = lib.image_ids[i]
-    if person in taken[photo] or not np.isfinite(row[p]) or int(np.argmax(row)) != p or (floor is not None and row[p] < floor):
-        return False
-    others = np.delete(row, p)
-    runner = float(others.max()) if len(others) else -np.inf
-    updates[lib.face_ids[i]] = (person, float(row[p]), float(row[p] - runner) if np.isfinite(runner) else 1.0)
-    taken[photo].add(person)
-    return True
-
-
-def _propagate_by_neighbours(settings: Settings, lib: Library, pindex: dict[str, int], pos: dict[str, int],
-                             scores_of: dict[int, np.ndarray], bad: Callable[[int], set[int]], updates: dict[str, tuple],
-                             taken: dict[str, set[str]], k: int = 3, rounds: int = 3) -> int:
-    """Third rule: a face whose ``k`` most similar named faces are all one person, each at least
-    ``person_propagation_floor`` similar, joins that person — if that person is also its best admissible
-    prototype match. Repeated a few rounds so newly named faces can vouch for the next ones.
-
-    Why it is safe: for a stranger to pass, ``k`` different faces of one wrong person must all resemble it
-    above the floor, while this model's impostor pairs have p99 ~0.16 and max ~0.33 over 65k real pairs; and
-    the person's prototypes must still rank first among the people it may be.
-    """
-    floor = settings.person_propagation_floor
-    added = 0
-    for _ in range(rounds):
-        anchors = _anchors(lib, pindex, updates, pos)
-        pending = [i for i in scores_of if lib.face_ids[i] not in updates]
-        if len(anchors) < k or not pending:
-            break
-        A = lib.X[[i for i, _ in anchors]]
-        owner = np.array([pid for _, pid in anchors], dtype=object)
-        new = 0
-        for start in range(0, len(pending), 1024):
-            chunk = pending[start : start + 1024]
-            S = lib.X[chunk] @ A.T
-            top = np.argpartition(-S, k - 1, axis=1)[:, :k]
-            for row, i in enumerate(chunk):
-                names = set(owner[top[row]])
-                if len(names) != 1 or S[row, top[row]].min() < floor:
-                    continue
-                person = next(iter(names))
-                new += _name_if_admissible(lib, i, person, pindex[person], scores_of[i], bad(i), updates, taken)
-        added += new
-        if not new:
-            break
-    return added
+def _store_suggestions(settings: Settings, suggestions: list[Suggestion]) -> None:
+    """Hand this run's suggestions to the queue, which replaces the open automation-made ones, keeps answered
+    ones and never re-proposes rejected ones."""
+    with session_scope(settings.sql_url) as s:
+        suggestions_mod.replace_pipeline_suggestions(s, suggestions)
 
 
 def _write_assignments(settings: Settings, updates: dict[str, tuple], rep: AssignmentReport) -> None:
@@ -370,7 +309,13 @@ def cluster_unknown(
     project: Projector | None = None,
     lib: Library | None = None,
 ) -> ClusterReport:
-    """Cluster every face that no person holds; write stable ``unknown_cluster_N`` / noise ids to SQL."""
+    """Group the faces that no person holds; write stable ``unknown_cluster_N`` / noise ids to SQL.
+
+    Everyone is clustered, named or not, and the unknown clusters are the groups restricted to the faces nobody
+    holds: labels never steer the clustering, so naming people can only take faces out of groups, never make
+    the groups of the people nobody named worse. People's "same person" / "different people" answers (the
+    suggestion queue's must/cannot-links) and the one-person-per-photo rule are honoured.
+    """
     t0 = time.perf_counter()
     method = method or settings.unknown_method
     min_size = settings.unknown_min_size if min_size is None else min_size
@@ -380,10 +325,12 @@ def cluster_unknown(
     rep = ClusterReport(method=method, unknown_faces=len(rows))
     labels = np.full(len(rows), -1, dtype=np.int64)
     if len(rows) >= 2:
-        labels = cluster_mod.cluster_faces(
-            lib.X[rows], method, threshold=threshold, min_size=min_size, k=settings.unknown_knn,
-            groups=[lib.image_ids[i] for i in rows], seed=0,
+        everyone = cluster_mod.cluster_faces(
+            lib.X, method, threshold=threshold, min_size=1, k=settings.unknown_knn, groups=lib.image_ids, seed=0,
+            must_link=_queue_pairs(settings, lib, "must_link_pairs"), cannot_link=_queue_pairs(settings, lib, "cannot_link_pairs"),
         )
+        named = np.array([p is not None for p in lib.person_ids], dtype=bool)
+        labels = naming.unknown_groups(everyone, np.where(named, 0, -1), min_size=min_size)[rows]
     face_ids = [lib.face_ids[i] for i in rows]
     previous = {lib.face_ids[i]: lib.cluster_ids[i] for i in rows if face_state.is_unknown_cluster(lib.cluster_ids[i])}
     with session_scope(settings.sql_url) as s:

@@ -59,3 +59,34 @@ def export_frame(settings: Settings) -> pd.DataFrame:
             for f in s.scalars(select(FaceInstance).order_by(FaceInstance.face_id))
         ]
     return pd.DataFrame(rows, columns=EXPORT_COLUMNS)
+
+
+def unknown_cluster_of_hits(settings: Settings, hits) -> dict[int, tuple[str, float]]:
+    """For nearest-face search hits (query_face_index, face_id, score): query face → (unknown cluster, score) of its
+    best hit that sits in an unknown cluster, when the score reaches the clustering threshold — the cluster the
+    face would join. Faces nearest to a named person or to noise get no cluster."""
+    wanted = sorted({h.face_id for h in hits})
+    if not wanted:
+        return {}
+    with session_scope(settings.sql_url) as s:
+        cluster_of = dict(s.execute(select(FaceInstance.face_id, FaceInstance.cluster_id).where(
+            FaceInstance.face_id.in_(wanted), FaceInstance.person_id.is_(None), FaceInstance.cluster_id.like("unknown_cluster_%"))).all())
+    out: dict[int, tuple[str, float]] = {}
+    for h in sorted(hits, key=lambda h: -h.score):
+        if h.query_face_index not in out and h.face_id in cluster_of and h.score >= settings.unknown_threshold:
+            out[h.query_face_index] = (cluster_of[h.face_id], float(h.score))
+    return out
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells cannot run as spreadsheet formulas (CSV injection, OWASP): a text cell starting with
+    ``= + - @``, tab or carriage return gets a leading ``'``, which spreadsheets show as text. Numbers stay numbers
+    (a negative box coordinate is a float, not text)."""
+    out = frame.copy()
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]):  # object or pandas' string dtype
+            out[col] = out[col].map(lambda v: f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v)
+    return out

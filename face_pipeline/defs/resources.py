@@ -27,6 +27,15 @@ class FacePipelineResource(dg.ConfigurableResource):
 
     home: str | None = None
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # --- crash recovery (face_pipeline/runs.py): record which process executes this run, so a run whose
+        # process was killed can be told apart from a live one and failed, freeing its pool slot.
+        run = context.run
+        if run is not None and context.instance is not None:
+            from face_pipeline.runs import record_run_worker
+
+            record_run_worker(context.instance, run.run_id)
+
     def settings(self) -> Settings:
         settings = Settings(home=self.home) if self.home else Settings()
         prepare_home(settings, set_dagster_home=False)  # once per process and home (memoised)

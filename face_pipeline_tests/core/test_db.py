@@ -19,6 +19,9 @@ from face_pipeline.core.db.schema import (
     PhotoBatch,
     PipelineState,
     ProjectionHead,
+    FacePairConstraint,  # suggestions tables
+    SuggestionFace,
+    SuggestionRecord,
 )
 from face_pipeline.core.db.session import MIGRATIONS_DIR
 
@@ -102,6 +105,17 @@ def test_rows_of_every_table_round_trip(db_url):
         s.flush()
         rows.append(FaceRejection(face_id="abcdabcdabcdabcd_face0", person_id="person_b"))
         s.add(rows[-1])
+        # ---- suggestions tables (owner: core.suggestions) ----
+        s.add(FaceInstance(face_id="abcdabcdabcdabcd_face1", image_id="abcd" * 4, batch="2024-summer", face_index=1, x1=0, y1=0,
+                           x2=50, y2=60, landmarks=[[1.0, 2.0]] * 5, det_score=0.8))
+        question = SuggestionRecord(kind="same_person", fingerprint="f" * 64, faces=1, other_faces=1, score=0.3, bar=0.4, priority=1.5)
+        s.add(question)
+        s.flush()
+        rows += [question, SuggestionFace(suggestion_id=question.id, face_id="abcdabcdabcdabcd_face0", side=0),
+                 SuggestionFace(suggestion_id=question.id, face_id="abcdabcdabcdabcd_face1", side=1),
+                 FacePairConstraint(face_id_a="abcdabcdabcdabcd_face0", face_id_b="abcdabcdabcdabcd_face1", same=False, actor="alice",
+                                    suggestion_id=question.id)]
+        s.add_all(rows[-3:])
         written = {type(r).__tablename__ for r in rows}
     assert written == set(Base.metadata.tables), "a table without a round-trip check"
 
@@ -140,3 +154,6 @@ def test_rows_of_every_table_round_trip(db_url):
     with session_scope(db_url) as s:
         assert s.scalars(select(Photo)).all() == [] and s.scalars(select(FaceInstance)).all() == []
         assert s.scalars(select(FaceRejection)).all() == []
+        # suggestions outlive their faces (history), their face rows and pair constraints do not
+        assert s.scalars(select(SuggestionFace)).all() == [] and s.scalars(select(FacePairConstraint)).all() == []
+        assert s.scalars(select(SuggestionRecord)).one().status == "open"

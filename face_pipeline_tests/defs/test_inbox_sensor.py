@@ -68,7 +68,8 @@ def test_inbox_sensor_requests_new_and_changed_folders(home, inbox, dagster_inst
     assert sorted(add.partition_keys) == ["2024_Summer_trip", "party-2024"]
     assert _batches(home) == {"2024_Summer_trip": str((inbox / "2024 Summer trip").resolve()),
                               "party-2024": str((inbox / "party-2024").resolve())}
-    assert set(json.loads(tick.cursor)) == {"2024_Summer_trip", "party-2024"}
+    summer, party = str((inbox / "2024 Summer trip").resolve()), str((inbox / "party-2024").resolve())
+    assert set(json.loads(tick.cursor)) == {summer, party}  # the cursor is per folder: a batch IS its folder
     instance.add_dynamic_partitions(photo_batches.name, list(add.partition_keys))  # what the daemon does
 
     # second tick with the cursor: nothing changed
@@ -85,8 +86,8 @@ def test_inbox_sensor_requests_new_and_changed_folders(home, inbox, dagster_inst
     assert [r.partition_key for r in changed.run_requests] == ["party-2024"]
     assert changed.run_requests[0].run_key not in {r.run_key for r in tick.run_requests}
     assert not changed.dynamic_partitions_requests
-    assert json.loads(changed.cursor)["2024_Summer_trip"] == json.loads(tick.cursor)["2024_Summer_trip"]
-    assert json.loads(changed.cursor)["party-2024"] != json.loads(tick.cursor)["party-2024"]
+    assert json.loads(changed.cursor)[summer] == json.loads(tick.cursor)[summer]
+    assert json.loads(changed.cursor)[party] != json.loads(tick.cursor)[party]
 
     # a third, new folder arrives later: a run and a partition for it alone
     (inbox / "later").mkdir()

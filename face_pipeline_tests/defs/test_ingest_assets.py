@@ -72,7 +72,7 @@ def test_definitions_load():
     assert sensor.job_name == "ingest_batch"
     graph = defs.resolve_asset_graph()
     assert graph.get(face_embeddings.key).parent_keys == {face_detections.key}
-    assert graph.get(face_embeddings.key).pools == {"face_vectors"}
+    assert graph.get(face_embeddings.key).pools == {"face_library"}  # local mode: one Qdrant writer (issue 11)
 
 
 def test_materialize_a_batch_partition_and_rematerialize(settings, batch_folder, dagster_instance):

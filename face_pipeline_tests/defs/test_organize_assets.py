@@ -56,6 +56,11 @@ class Library:
 _LIBRARY: dict[str, Library] = {}
 
 
+def _image_ids(settings: Settings, batch: str) -> set[str]:
+    with session_scope(settings.sql_url) as s:
+        return set(s.scalars(select(Photo.image_id).where(Photo.batch == batch, Photo.image_id.is_not(None))))
+
+
 def _centre_faces(settings: Settings) -> dict[str, str]:
     """photo path → face id of the face closest to the photo's centre (faces_dev: the labelled person)."""
     best: dict[str, tuple[float, str]] = {}
@@ -190,7 +195,9 @@ def test_organize_assigns_known_people_clusters_the_rest_and_passes_its_checks(l
     assert uc["method"] == settings.unknown_method and uc["unknown_faces"] == len(unknown_faces)
     assert uc["clusters"] == 3 and uc["clustered_faces"] == 12 and uc["noise_faces"] == len(unknown_faces) - 12
     assert uc["cluster_ids_new"] == 3 and uc["largest_cluster"] == 4
-    assert uc["size_histogram"] == {"2": 0, "3-5": 3, "6-10": 0, "11-50": 0, "51+": 0}
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in uc["size_histogram"].splitlines()[2:]]
+    assert rows == [["2", "0"], ["3-5", "3"], ["6-10", "0"], ["11-50", "0"], ["51+", "0"]]  # bins in order, integer counts
+    assert all(isinstance(v, int) for k, v in uc.items() if k in ("clusters", "clustered_faces", "noise_faces", "unknown_faces"))
     plot = uc["size_plot"]
     assert plot.startswith("![cluster sizes](data:image/png;base64,")
     assert base64.b64decode(plot.split("base64,", 1)[1].rstrip(")")).startswith(b"\x89PNG")
@@ -300,7 +307,10 @@ def test_run_config_overrides_take_effect(lib, settings, dagster_instance):
     assert bad.asset_materializations_for_node("unknown_clusters") == []
 
 
-def test_a_new_batch_is_assigned_to_known_people_as_it_is_embedded(lib, settings, dagster_instance, tmp_path):
+def test_a_new_batch_is_organised_by_its_own_run_requested_when_ingest_succeeds(lib, settings, dagster_instance, tmp_path):
+    from face_pipeline.defs.ingest.incremental import new_faces_organized
+    from face_pipeline.defs.automation.sensors import organize_after_ingest
+
     known, unknown = lib.names[:3], lib.names[3:]
     label(settings, lib, 2, known)
     assert organize(dagster_instance, settings).success
@@ -312,13 +322,27 @@ def test_a_new_batch_is_assigned_to_known_people_as_it_is_embedded(lib, settings
     register_batch(settings, batch, folder)
     dagster_instance.add_dynamic_partitions(photo_batches.name, [batch])
     result = dg.materialize([face_detections, face_embeddings], partition_key=batch, instance=dagster_instance,
-                            resources=resources(settings))
+                            resources=resources(settings), tags={"dagster/partition": batch})
     assert result.success
     emb = metadata(result, "face_embeddings")
     assert emb["faces"] == metadata(result, "face_detections")["faces"] >= 2 * PEOPLE
-    assert emb["assigned_to_known_people"] >= 2 * len(known)
-    assert emb["joined_unknown_clusters"] >= 1
-    assert emb["assigned_to_known_people"] + emb["joined_unknown_clusters"] + emb["awaiting_clustering"] == emb["faces"]
+    assert "assigned_to_known_people" not in emb  # the ingest run no longer touches library-wide state
+    assert all(face_state(settings)[f][:2] == (None, None) for f in face_state(settings) if f.startswith(tuple(
+        _image_ids(settings, batch))))
+
+    # the ingest run's success asks for a small organise run of that batch
+    ctx = dg.build_run_status_sensor_context(sensor_name="organize_after_ingest", dagster_instance=dagster_instance,
+                                             dagster_run=result.dagster_run, dagster_event=result.get_run_success_event())
+    request = organize_after_ingest(ctx)
+    assert isinstance(request, dg.RunRequest) and request.partition_key == batch
+    follow = dg.materialize([new_faces_organized], partition_key=batch, instance=dagster_instance, resources=resources(settings),
+                            tags=request.tags)
+    assert follow.success
+    inc = metadata(follow, "new_faces_organized")
+    assert inc["new_faces"] == emb["faces"]
+    assert inc["assigned_to_known_people"] >= 2 * len(known)
+    assert inc["joined_unknown_clusters"] >= 1
+    assert inc["assigned_to_known_people"] + inc["joined_unknown_clusters"] + inc["still_unknown"] == emb["faces"]
 
     state = face_state(settings)
     centre = _centre_faces(settings)
@@ -332,7 +356,7 @@ def test_a_new_batch_is_assigned_to_known_people_as_it_is_embedded(lib, settings
             person, _, cluster = state[centre[str(p)]]
             assert person is None and cluster in (cluster_of[name], f"unknown_noise_{centre[str(p)]}"), (name, cluster)
 
-    # the new assignments are in the Qdrant payload too (face_embeddings syncs at its end)
+    # the new assignments are in the Qdrant payload too (new_faces_organized syncs at its end)
     with open_vector_client(settings) as client:
         report = vector_store_disagreements(settings, FaceVectorStore(client, settings.qdrant_collection))
     assert report.agree and report.pending_sync == 0 and report.qdrant_points == len(state)

@@ -46,6 +46,8 @@ class PhotoBatch(Base):
     __tablename__ = "photo_batches"
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     source_dir: Mapped[str] = mapped_column(Text)
+    # --- batch identity (migration 0003): SHA-256 of the resolved folder; a batch IS its folder
+    folder_key: Mapped[str | None] = mapped_column(String(64), unique=True, index=True, nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="registered")  # registered / detected / embedded
     photos: Mapped[int] = mapped_column(Integer, default=0)
     faces: Mapped[int] = mapped_column(Integer, default=0)
@@ -161,3 +163,64 @@ class PipelineState(Base):
     __tablename__ = "pipeline_state"
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+# ---- suggestions (owner: face_pipeline.core.suggestions; migration 0002) --------------------------------------
+SUGGESTION_OPEN, SUGGESTION_ACCEPTED, SUGGESTION_REJECTED, SUGGESTION_STALE = "open", "accepted", "rejected", "stale"
+SUGGESTION_STATUSES = (SUGGESTION_OPEN, SUGGESTION_ACCEPTED, SUGGESTION_REJECTED, SUGGESTION_STALE)
+
+
+class SuggestionRecord(Base):
+    """A question for a person ("is this X?", "the same person?"), stored so it can be listed, answered once and
+    remembered: answered rows are history (a rejected one is never proposed again); ``stale`` ones were replaced
+    by a later organise run or lost their subject (a person deleted, every face labelled).
+
+    Person ids carry no foreign key on purpose, like the events: a deleted person must not erase the history, and
+    an open suggestion about a person who is gone simply reads as stale. ``fingerprint`` identifies the question
+    (kind, persons, face sets) so an unchanged suggestion keeps its id across organise runs."""
+
+    __tablename__ = "suggestions"
+    __table_args__ = (Index("ix_suggestions_status_priority", "status", "priority"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(30), index=True)
+    status: Mapped[str] = mapped_column(String(20), default=SUGGESTION_OPEN)
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(100), default=PIPELINE_ACTOR)  # who asked: automation
+    person_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    other_person_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    cluster_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    other_cluster_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    faces: Mapped[int] = mapped_column(Integer, default=0)  # faces on side 0 when stored
+    other_faces: Mapped[int] = mapped_column(Integer, default=0)  # faces on side 1 when stored
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    bar: Mapped[float] = mapped_column(Float, default=0.0)
+    priority: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  # last confirmed by organise
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # or made stale
+    actor: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    answer: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # what the answer did (name given, counts)
+
+
+class SuggestionFace(Base):
+    """The faces a suggestion is about, one row each (``side`` 0 = ``face_ids``, 1 = ``other_face_ids``): a child
+    table rather than a JSON list so "which suggestions touch this face" is an indexed query on both SQLite and
+    PostgreSQL, and a face deleted with its photo leaves every suggestion by cascade."""
+
+    __tablename__ = "suggestion_faces"
+    suggestion_id: Mapped[int] = mapped_column(ForeignKey("suggestions.id", ondelete="CASCADE"), primary_key=True)
+    face_id: Mapped[str] = mapped_column(ForeignKey("face_instances.face_id", ondelete="CASCADE"), primary_key=True, index=True)
+    side: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FacePairConstraint(Base):
+    """A person's answer about two faces: the same person (must-link) or not (cannot-link). One row per unordered
+    pair (``face_id_a < face_id_b``): the latest answer is the fact. Clustering honours both kinds."""
+
+    __tablename__ = "face_pair_constraints"
+    face_id_a: Mapped[str] = mapped_column(ForeignKey("face_instances.face_id", ondelete="CASCADE"), primary_key=True)
+    face_id_b: Mapped[str] = mapped_column(ForeignKey("face_instances.face_id", ondelete="CASCADE"), primary_key=True, index=True)
+    same: Mapped[bool] = mapped_column(Boolean)
+    actor: Mapped[str] = mapped_column(String(100))
+    suggestion_id: Mapped[int | None] = mapped_column(ForeignKey("suggestions.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -3,10 +3,12 @@ identically.
 
 Rules every operation follows, and why:
 
-* **SQL first, Qdrant after.** SQL is the source of truth. An operation changes SQL in one transaction, marks the
-  faces it touched ``payload_dirty`` and, after the commit, tries to push the payload
-  (:func:`sync.try_sync_payloads`). A pipeline run may hold the Qdrant local folder for minutes; a label must
-  still succeed then, and the faces stay dirty until the run syncs at its end.
+* **SQL only; the vector store follows.** SQL is the source of truth. An operation changes SQL in one transaction
+  and marks the faces it touched ``payload_dirty``; it never opens the vector store. The next pipeline run pushes
+  dirty payloads (:mod:`sync`) — and every human change triggers one (the label-change sensor), while readers
+  (``search``, the web app) take persons from SQL. Why: Qdrant local mode admits one process and a run may hold
+  it for minutes, and merely opening it (import + loading the collection) made a label command cost seconds
+  instead of a fraction of one.
 * **An event per face changed, plus person-level events.** ``FaceAssignmentEvent`` rows are the sensors'
   cursor (re-cluster, retrain) and the audit log, so every human change appends at least one. Events hold
   person *ids* only, never names: deleting a person must erase the name everywhere, and an append-only log
@@ -26,7 +28,6 @@ Unassigned faces get ``cluster_id = NULL`` so the clustering stage picks them up
 
 from __future__ import annotations
 
-import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
@@ -55,10 +56,7 @@ from face_pipeline.core.errors import Conflict, InvalidInput, LibraryNotReady, N
 from face_pipeline.core.labels.evidence import human_prototypes
 from face_pipeline.core.labels.refs import clean_ref, faces_of, get_face, resolve_person
 from face_pipeline.core.labels.results import LabelResult
-from face_pipeline.core.sync import try_sync_payloads
 from face_pipeline.settings import Settings
-
-log = logging.getLogger(__name__)
 
 MAX_NAME = 300  # Person.name column width
 
@@ -151,17 +149,6 @@ def _check_name_free(s: Session, name: str, exclude: str | None = None) -> None:
         raise Conflict(f"a person named {name!r} already exists ({', '.join(clash)}); merge into it or reassign faces to it instead")
 
 
-def _synced(settings: Settings, res):
-    """After the commit: push payloads if the store is free. A failure here never undoes a committed label."""
-    try:
-        synced = try_sync_payloads(settings)
-    except Exception:  # a Qdrant server down must not turn a successful label into an error
-        log.exception("payload sync failed; faces stay dirty until the next sync")
-        synced = None
-    if isinstance(res, LabelResult):
-        res.synced = synced
-    return res
-
 # ------------------------------------------------------------------------------------------- labelling ----
 def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
     """Name a cluster: every face whose ``cluster_id`` is ``cluster_id`` gets the person (created when no active
@@ -235,7 +222,7 @@ def label_cluster(settings: Settings, cluster_id: str, name: str, *, actor: str 
                  details={"source": SOURCE_CLUSTER})
         for lst in (res.unchanged, res.skipped, res.rejected, res.conflicts, res.unassigned):
             lst.sort()
-    return _synced(settings, res)
+    return res
 
 
 def _label_one(settings: Settings, face_id: str, name: str, action: str, actor: str, reason: str | None) -> LabelResult:
@@ -266,7 +253,7 @@ def _label_one(settings: Settings, face_id: str, name: str, action: str, actor: 
         res.changed.append(f.face_id)
         log_(action, face_id=f.face_id, from_person=old, to_person=pid, cluster_id=old_cluster,
              details={"source": SOURCE_MANUAL, "rejection_cleared": bool(cleared)})
-    return _synced(settings, res)
+    return res
 
 
 def label_face(settings: Settings, face_id: str, name: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
@@ -329,7 +316,6 @@ def assign_person(settings: Settings, face_id: str, *, actor: str = "user", reas
             face_state.unassign(f)
             log_("auto_unassign", face_id=f.face_id, from_person=old, cluster_id=old_cluster,
                  details={"confidence": conf, "margin": margin})
-    _synced(settings, res)
     return new
 
 
@@ -434,7 +420,7 @@ def merge_persons(settings: Settings, sources: Sequence[str], target: str, *, ac
         res.unchanged = [f.face_id for f in keep if f.person_id == tid and f.face_id not in res.changed]
         for lst in (res.changed, res.unchanged, res.rejected, res.conflicts, res.unassigned):
             lst.sort()
-    return _synced(settings, res)
+    return res
 
 
 def split_person(settings: Settings, person_ref: str, face_ids: Sequence[str], new_name: str, *, actor: str = "user",
@@ -474,7 +460,7 @@ def split_person(settings: Settings, person_ref: str, face_ids: Sequence[str], n
             log_("split_person", face_id=f.face_id, from_person=p.person_id, to_person=new.person_id, cluster_id=old_cluster,
                  details={"source": SOURCE_MANUAL})
         log_("split_person", from_person=p.person_id, to_person=new.person_id, details={"faces": len(faces)})
-    return _synced(settings, res)
+    return res
 
 
 def reject_face(settings: Settings, face_id: str, person_ref: str | None = None, *, actor: str = "user",
@@ -506,7 +492,7 @@ def reject_face(settings: Settings, face_id: str, person_ref: str | None = None,
         res.changed.append(f.face_id)
         log_("reject_face", face_id=f.face_id, from_person=pid if had else f.person_id, to_person=f.person_id,
              cluster_id=old_cluster, details={"rejected_person": pid})
-    return _synced(settings, res)
+    return res
 
 
 def unassign_face(settings: Settings, face_id: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
@@ -524,7 +510,7 @@ def unassign_face(settings: Settings, face_id: str, *, actor: str = "user", reas
         res.changed.append(f.face_id)
         res.unassigned.append(f.face_id)
         log_("unassign_face", face_id=f.face_id, from_person=old, cluster_id=old_cluster)
-    return _synced(settings, res)
+    return res
 
 
 def _set_status(settings: Settings, ref: str, status: str, action: str, actor: str, reason: str | None) -> LabelResult:
@@ -535,7 +521,7 @@ def _set_status(settings: Settings, ref: str, status: str, action: str, actor: s
             return res
         p.status = status
         _Log(s, res, actor, reason)(action, from_person=p.person_id, to_person=p.person_id, details={"status": status})
-    return _synced(settings, res)
+    return res
 
 
 def hide_person(settings: Settings, ref: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
@@ -560,7 +546,7 @@ def rename_person(settings: Settings, ref: str, new_name: str, *, actor: str = "
         _check_name_free(s, name, exclude=p.person_id)
         p.name = name
         _Log(s, res, actor, reason)("rename_person", from_person=p.person_id, to_person=p.person_id)
-    return _synced(settings, res)
+    return res
 
 
 def delete_person(settings: Settings, ref: str, *, actor: str = "user", reason: str | None = None) -> LabelResult:
@@ -591,4 +577,4 @@ def delete_person(settings: Settings, ref: str, *, actor: str = "user", reason: 
             s.delete(q)
         log_("delete_person", from_person=p.person_id, details={"faces": len(res.unassigned), "merged_persons": doomed[1:]})
         res.changed = list(res.unassigned)
-    return _synced(settings, res)
+    return res

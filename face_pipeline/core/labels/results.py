@@ -12,8 +12,8 @@ class LabelResult:
     ``changed``: faces whose person or source changed as asked. ``unchanged``: already so. ``skipped``: left
     alone because a human label says otherwise. ``rejected``: left alone because the face was rejected for the
     person. ``conflicts``: not given the person because another face of the same photo has (or got) it.
-    ``unassigned``: faces that lost their person as a consequence. ``synced``: faces pushed to Qdrant after the
-    commit, ``None`` when the vector store was busy (the faces stay dirty until the next sync).
+    ``unassigned``: faces that lost their person as a consequence. ``synced``: faces pushed to Qdrant by the
+    operation itself; label operations write SQL only, so ``None`` = pending until the next pipeline run.
     """
 
     action: str

@@ -6,6 +6,8 @@ import dagster as dg
 
 from face_pipeline.core import organize
 from face_pipeline.core.consistency import vector_store_disagreements
+from face_pipeline.core.doctor import diagnose, require_ready
+from face_pipeline.core.faults import fault_point
 from face_pipeline.core.sync import sync_payloads
 from face_pipeline.defs.ingest.assets import face_embeddings
 from face_pipeline.defs.pools import LIBRARY_POOL
@@ -43,20 +45,22 @@ def _space(face_pipeline: FacePipelineResource, config: OrganizeConfig):
 )
 def supervised_assignments(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
     settings = face_pipeline.settings()
+    require_ready(settings)  # a missing or broken embedding file would organise part of the library, silently
     project, space, thresholds = _space(face_pipeline, config)
     rep = organize.supervised_assignment(settings, threshold=thresholds["assign"], project=project, space=space)
     with face_pipeline.vector_store() as store:
         synced = sync_payloads(settings, store)
-    context.log.info(f"assigned {rep.assigned} faces to {rep.persons} people (threshold {rep.threshold}, space {space})")
+    context.log.info(f"{rep.newly_assigned} faces newly assigned; {rep.assigned} assigned automatically in all, "
+                     f"{rep.human_labelled} labelled by people, {rep.persons} people (threshold {rep.threshold}, space {space})")
     return dg.MaterializeResult(
         metadata={
-            "faces": rep.faces,
-            "human_labelled": rep.human_labelled,
-            "persons": rep.persons,
-            "auto_assigned": rep.assigned,
-            "newly_assigned": rep.newly_assigned,
-            "unassigned_again": rep.unassigned_again,
-            "changed_person": rep.changed_person,
+            "faces": int(rep.faces),
+            "human_labelled": int(rep.human_labelled),
+            "persons": int(rep.persons),
+            "auto_assigned": int(rep.assigned),
+            "newly_assigned": int(rep.newly_assigned),
+            "unassigned_again": int(rep.unassigned_again),
+            "changed_person": int(rep.changed_person),
             "mean_confidence": round(rep.mean_confidence, 4),
             "threshold": rep.threshold,
             "space": space,
@@ -75,6 +79,12 @@ def no_person_twice_in_a_photo(face_pipeline: FacePipelineResource) -> dg.AssetC
     )
 
 
+def _histogram_table(bins: dict[str, int]) -> str:
+    """Bins in their own order (a JSON object is shown sorted by key: "11-50" before "2"), counts as integers."""
+    rows = "\n".join(f"| {k} | {int(v)} |" for k, v in bins.items())
+    return f"| faces per cluster | clusters |\n|---|---|\n{rows}"
+
+
 @dg.asset(
     deps=[supervised_assignments],
     group_name="organize",
@@ -83,6 +93,7 @@ def no_person_twice_in_a_photo(face_pipeline: FacePipelineResource) -> dg.AssetC
     description="Faces nobody holds, grouped into stable unknown_cluster_N ids ready to be named; the rest is noise.",
 )
 def unknown_clusters(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
+    fault_point("organize")  # test hook (core/faults.py): inert unless FACE_FAULT_POINT=organize
     settings = face_pipeline.settings()
     project, space, thresholds = _space(face_pipeline, config)
     rep = organize.cluster_unknown(
@@ -96,14 +107,14 @@ def unknown_clusters(context: dg.AssetExecutionContext, config: OrganizeConfig, 
         metadata={
             "method": rep.method,
             "space": space,
-            "unknown_faces": rep.unknown_faces,
-            "clusters": rep.clusters,
-            "clustered_faces": rep.clustered_faces,
-            "noise_faces": rep.noise,
-            "cluster_ids_kept": rep.kept_ids,
-            "cluster_ids_new": rep.new_ids,
+            "unknown_faces": int(rep.unknown_faces),
+            "clusters": int(rep.clusters),
+            "clustered_faces": int(rep.clustered_faces),
+            "noise_faces": int(rep.noise),
+            "cluster_ids_kept": int(rep.kept_ids),
+            "cluster_ids_new": int(rep.new_ids),
             "largest_cluster": rep.sizes[0] if rep.sizes else 0,
-            "size_histogram": dg.MetadataValue.json(rep.size_histogram()),
+            "size_histogram": dg.MetadataValue.md(_histogram_table(rep.size_histogram())),
             "size_plot": dg.MetadataValue.md(f"![cluster sizes](data:image/png;base64,{png})"),
             "seconds": round(rep.seconds, 2),
         }
@@ -116,6 +127,15 @@ def sql_and_qdrant_agree(face_pipeline: FacePipelineResource) -> dg.AssetCheckRe
     with face_pipeline.vector_store() as store:
         report = vector_store_disagreements(settings, store)
     return dg.AssetCheckResult(passed=report.agree, metadata=report.as_metadata())
+
+
+@dg.asset_check(asset=unknown_clusters, blocking=True, description="The doctor: SQL, the embedding files and the vector store agree "
+                "(ids, counts, a sample of vectors); fix with `face-pipeline doctor --repair`.")
+def library_copies_agree(face_pipeline: FacePipelineResource) -> dg.AssetCheckResult:
+    settings = face_pipeline.settings()
+    with face_pipeline.vector_store() as store:
+        report = diagnose(settings, store)
+    return dg.AssetCheckResult(passed=report.healthy, severity=dg.AssetCheckSeverity.ERROR, metadata=report.as_metadata())
 
 
 organize_job = dg.define_asset_job(

@@ -1,14 +1,17 @@
-"""projection_head (trained, gated) → reembedded_faces (faces_proj_v{N} behind an atomic alias switch)."""
+"""projection_head (trained on human labels, gated; reports its outcome as a check result) → reembedded_faces
+(faces_proj_v{N} behind an atomic alias switch)."""
 
 import base64
 
 import dagster as dg
 
 from face_pipeline.core import heads
-from face_pipeline.core.train import NotEnoughLabels, plot_losses
+from face_pipeline.core.train import TrainingStatus, plot_losses
 from face_pipeline.defs.organize.assets import supervised_assignments
 from face_pipeline.defs.pools import LIBRARY_POOL
 from face_pipeline.defs.resources import FacePipelineResource
+
+GATE_CHECK = "head_not_worse_than_raw"
 
 
 class TrainingConfig(dg.Config):
@@ -24,7 +27,32 @@ class TrainingConfig(dg.Config):
 def _metrics_table(raw: dict, projected: dict) -> str:
     keys = [k for k in raw if isinstance(raw.get(k), (int, float)) and isinstance(projected.get(k), (int, float))]
     rows = "\n".join(f"| {k} | {raw[k]:.4f} | {projected[k]:.4f} |" for k in keys)
-    return f"| measure | raw 512-d | projected |\n|---|---|---|\n{rows}"
+    return f"| measure | raw 512-d | head |\n|---|---|---|\n{rows}"
+
+
+def _lines(items: list[str]) -> dg.MetadataValue:
+    return dg.MetadataValue.md("\n".join(f"- {r}" for r in items))
+
+
+def outcome_check_result(out: heads.TrainingOutcome) -> dg.AssetCheckResult:
+    """The gate's verdict as a check result of the asset that produced (or did not produce) the head.
+
+    ``trained``: passed. ``refused``: failed, severity ERROR - blocking, so the refused head is never re-embedded.
+    ``not_enough_labels``: failed, severity WARN - nothing was produced, nothing downstream runs, the run is not
+    an error. ``status`` in the metadata is the typed outcome front ends read (never the check's name).
+    """
+    meta = {
+        "status": out.status.value,
+        "used_for": out.used_for,
+        "reasons": _lines(out.reasons),
+        "missing": dg.MetadataValue.json(out.missing),
+        "failing": dg.MetadataValue.json(out.failing),
+        "use_for_clustering": out.use_for_clustering,
+    }
+    if out.version is not None:
+        meta["version"] = out.version
+    severity = dg.AssetCheckSeverity.WARN if out.status is TrainingStatus.NOT_ENOUGH_LABELS else dg.AssetCheckSeverity.ERROR
+    return dg.AssetCheckResult(check_name=GATE_CHECK, passed=out.promoted, severity=severity, metadata=meta)
 
 
 @dg.asset(
@@ -33,7 +61,11 @@ def _metrics_table(raw: dict, projected: dict) -> str:
     kinds={"pytorch"},
     pool=LIBRARY_POOL,  # issue 11: library-wide, one at a time (defs/pools.py)
     output_required=False,
-    description="A triplet-trained projection head (512→256→128) on the human labels, versioned, gated against raw space.",
+    check_specs=[dg.AssetCheckSpec(GATE_CHECK, asset="projection_head", blocking=True,
+                                   description="trained / refused by the gate / not enough labels: the head is used only when "
+                                               "it names among named people at least as well as raw space, and better somewhere.")],
+    description="A residual head on the human labels (and augmented copies), versioned, gated against raw space; "
+                "used only to decide among named people.",
 )
 def projection_head(context: dg.AssetExecutionContext, config: TrainingConfig, face_pipeline: FacePipelineResource):
     settings = face_pipeline.settings()
@@ -41,49 +73,43 @@ def projection_head(context: dg.AssetExecutionContext, config: TrainingConfig, f
                              margin=config.margin, seed=config.seed)
 
     def progress(epoch: int, loss: float) -> None:
-        context.log.info(f"epoch {epoch}/{cfg.epochs}: triplet loss {loss:.4f}")
+        context.log.info(f"epoch {epoch}/{cfg.epochs}: loss {loss:.4f}")
 
     try:
-        out = heads.train_and_gate(settings, config=cfg, progress=progress)
-    except NotEnoughLabels as exc:
-        context.log.warning(f"projection head not trained: {exc}")
-        return  # a skipped materialisation, not a failure
+        models = face_pipeline.models()
+    except Exception as exc:  # noqa: BLE001 - no recogniser: train without augmentation, and say so
+        context.log.warning(f"no recogniser for augmentation: {exc}")
+        models = None
+    out = heads.train_and_gate(settings, config=cfg, progress=progress, models=models)
+    check = outcome_check_result(out)
+    if out.status is TrainingStatus.NOT_ENOUGH_LABELS:
+        context.log.warning(f"projection head not trained: {out.reasons[0] if out.reasons else 'not enough labels'}")
+        yield check  # an answer, not a failure: no head, so no materialisation and nothing downstream
+        return
     png = base64.b64encode(plot_losses(out.losses)).decode()
     yield dg.MaterializeResult(
         metadata={
             "version": out.version,
+            "status": out.status.value,
             "promoted": out.promoted,
-            "gate": dg.MetadataValue.md("\n".join(f"- {r}" for r in out.reasons)),
+            "used_for": out.used_for,
+            "gate": _lines(out.reasons),
             "validation": dg.MetadataValue.md(_metrics_table(out.raw_metrics, out.projected_metrics)),
             "thresholds": dg.MetadataValue.json(out.thresholds),
             "people": out.people,
             "faces": out.faces,
+            "augmented_faces": out.augmented_faces,
+            "unlabelled_faces": out.unlabelled_faces,
+            "augmentation": out.extra.get("augmentation", ""),
             "epochs": len(out.losses),
             "final_loss": round(out.losses[-1], 5) if out.losses else None,
             "loss_curve": dg.MetadataValue.md(f"![loss](data:image/png;base64,{png})"),
-            "triplets_per_s": round(out.triplets_per_second, 1),
             "device": out.device,
             "checkpoint": dg.MetadataValue.path(out.checkpoint),
             "seconds": round(out.seconds, 2),
-        }
+        },
+        check_results=[check],
     )
-
-
-@dg.asset_check(asset=projection_head, blocking=True,
-                description="The newest head is promoted only when it is not worse than raw 512-d space on held-out faces.")
-def head_not_worse_than_raw(face_pipeline: FacePipelineResource) -> dg.AssetCheckResult:
-    settings = face_pipeline.settings()
-    from sqlalchemy import select
-
-    from face_pipeline.core.db import session_scope
-    from face_pipeline.core.db.schema import ProjectionHead
-
-    with session_scope(settings.sql_url) as s:
-        head = s.scalars(select(ProjectionHead).order_by(ProjectionHead.version.desc())).first()
-        if head is None:
-            return dg.AssetCheckResult(passed=False, metadata={"reason": "no head trained yet"})
-        reasons = (head.metrics or {}).get("reasons", [])
-        return dg.AssetCheckResult(passed=bool(head.promoted), metadata={"version": head.version, "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons))})
 
 
 @dg.asset(

@@ -4,14 +4,14 @@ Prototypes are rebuilt from human-labelled faces whenever they are needed (they 
 could only go stale). Downgrade recreates the empty table.
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0003
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0004'
-down_revision = '0001'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 

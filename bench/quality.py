@@ -1,0 +1,131 @@
+"""Quality benchmark that an easy set cannot fool: ours beside the simple anchors, on the same embeddings.
+
+Run ``PYTHONPATH=. .venv/bin/python bench/quality.py`` (lfw_dev and faces_dev; ``--datasets faces_dev`` for a
+quick look; ``--impostors`` prints only the model's impostor range, the measurement behind
+``naming.MODEL_BARS``). Protocol and columns: :mod:`face_pipeline.evaluation.protocol`. Embeddings are the cached
+product embeddings of every face (:func:`face_pipeline.evaluation.datasets.load_labelled`).
+
+Printed per data set:
+1. the impostor range of the model (cosine between subject faces filed under different names);
+2. per label budget (K, named fraction): every method averaged over the seeds, and for ours the worst seed's
+   strangers named (the constraint is per seed);
+3. nobody named (pure clustering);
+4. the per-face centroid frontier (cosine 0.35 … 0.55) per budget, averaged over seeds, and where ours sits:
+   the frontier's best recall at ours' stranger rate, per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from face_pipeline.evaluation import protocol as P  # noqa: E402
+from face_pipeline.evaluation.anchors import ANCHORS  # noqa: E402
+from face_pipeline.evaluation.datasets import load_labelled  # noqa: E402
+
+OURS = "ours"
+HEAD = (f"{'method':<34}{'knownP':>8}{'knownR':>8}{'unk named':>10}{'rate':>8}{'bg named':>9}{'B3 P':>7}{'B3 R':>7}{'B3 F':>7}"
+        f"{'uB3 P':>7}{'uB3 R':>7}{'uB3 F':>7}{'pairF':>7}{'noise':>7}{'sec':>7}")
+
+
+def fmt(name: str, rows: list[P.Row], worst: bool = False) -> str:
+    m = lambda f: float(np.mean([f(r) for r in rows]))  # noqa: E731
+    named = m(lambda r: r.strangers_named)
+    unk = f"{named:.1f}" if len(rows) > 1 else f"{int(named)}"
+    if worst and len(rows) > 1:
+        unk = f"{unk}/{max(r.strangers_named for r in rows)}"
+    return (f"{name:<34}{m(lambda r: r.known_p):>8.4f}{m(lambda r: r.known_r):>8.4f}{unk:>10}{m(lambda r: r.stranger_rate):>8.3%}{m(lambda r: r.background_named):>9.1f}"
+            f"{m(lambda r: r.b3_p):>7.3f}{m(lambda r: r.b3_r):>7.3f}{m(lambda r: r.b3_f):>7.3f}{m(lambda r: r.unk_b3_p):>7.3f}"
+            f"{m(lambda r: r.unk_b3_r):>7.3f}{m(lambda r: r.unk_b3_f):>7.3f}{m(lambda r: r.pair_f):>7.3f}{m(lambda r: r.noise):>7.3f}"
+            f"{m(lambda r: r.seconds):>7.2f}")
+
+
+def impostors(d) -> None:
+    q, mx, n = P.impostor_quantiles(d)
+    print(f"impostor range of the model on {d.name} (cosine, subject faces of different names, {n:,} pairs): "
+          + ", ".join(f"p{100 * k:g} {v:.3f}" for k, v in q.items()) + f", max {mx:.3f}")
+
+
+def run(name: str, seeds, budgets, fractions, methods) -> None:
+    d = load_labelled(name)
+    n_people = len(set(d.identity[d.labelled]))
+    print(f"\n=== {name}: {len(d)} faces ({int(d.labelled.sum())} subjects, {int((~d.labelled).sum())} background strangers), "
+          f"{n_people} people ===")
+    impostors(d)
+    clusters, t_ours = P.cluster_everyone(d)
+    anchor_labels = {k: P.timed(lambda fn=fn: fn(d.X)) for k, fn in ANCHORS.items() if k in methods}
+    print(f"clustering everyone once (labels do not steer it): ours {t_ours:.1f}s; "
+          + ", ".join(f"{k} {t:.1f}s" for k, (_, t) in anchor_labels.items()))
+
+    splits = [P.make_split(d, s, k, f) for k in budgets for f in fractions for s in seeds]
+    splits.append(P.nobody(d))
+    by_budget: dict[tuple, dict[str, list[P.Row]]] = defaultdict(lambda: defaultdict(list))
+    frontier: dict[tuple, list] = defaultdict(list)
+    above: dict[tuple, list] = defaultdict(list)
+    for sp in splits:
+        key = (sp.k, sp.fraction)
+        person, groups, secs, _ = P.run_ours(d, sp, clusters)
+        row = P.score(OURS, d, sp, person, groups, secs + t_ours)
+        by_budget[key][OURS].append(row)
+        for k, (labels, t) in anchor_labels.items():
+            ap, ag = P.run_anchor(d, sp, labels)
+            by_budget[key][k].append(P.score(k, d, sp, ap, ag, t))
+        if sp.people:
+            fr = P.centroid_frontier(d, sp)
+            frontier[key].append(fr)
+            above[key].append((row.known_r, P.frontier_recall_at(fr, row.stranger_rate), row.strangers_named, row.stranger_rate))
+
+    for key, rows in by_budget.items():
+        k, f = key
+        sp0 = next(s for s in splits if (s.k, s.fraction) == key)
+        title = "nobody named" if not sp0.people else f"K={k} labelled photos, named fraction {f:g} ({len(sp0.people)} people named), {len(rows[OURS])} seeds"
+        print(f"\n-- {name}: {title} --")
+        print(HEAD)
+        print("-" * len(HEAD))
+        for method, rs in rows.items():
+            print(fmt(method, rs, worst=method == OURS))
+    print(f"\n-- {name}: per-face centroid frontier (mean over seeds) and ours --")
+    print(f"{'budget':<22}" + "".join(f"{t:>14.3f}" for t in P.FRONTIER))
+    for key, frs in frontier.items():
+        k, f = key
+        cells = []
+        for j in range(len(P.FRONTIER)):
+            r = np.mean([fr[j][1] for fr in frs])
+            s = np.mean([fr[j][2] for fr in frs])
+            cells.append(f"{r:.4f}/{s:5.1f}")
+        print(f"{f'K={k} named={f:g}':<22}" + "".join(f"{c:>14}" for c in cells))
+    print("(cell: known recall / strangers named)")
+    print(f"\n{'budget':<22}{'seed':>5}{'ours recall':>13}{'ours strangers':>16}{'frontier recall at same rate':>30}{'above':>7}")
+    for key, vals in above.items():
+        k, f = key
+        for s, (r, fr, n, rate) in zip((sp.seed for sp in splits if (sp.k, sp.fraction) == key), vals):
+            print(f"{f'K={k} named={f:g}':<22}{s:>5}{r:>13.4f}{f'{n} ({rate:.3%})':>16}{fr:>30.4f}{'yes' if r >= fr else 'NO':>7}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", default="lfw_dev,faces_dev")
+    ap.add_argument("--seeds", default=",".join(map(str, P.SEEDS)))
+    ap.add_argument("--budgets", default=",".join(map(str, P.LABEL_BUDGETS)))
+    ap.add_argument("--fractions", default=",".join(map(str, P.FRACTIONS)))
+    ap.add_argument("--methods", default=";".join(ANCHORS), help="anchors to run (names separated by ;)")
+    ap.add_argument("--impostors", action="store_true", help="print only the impostor range of each data set")
+    a = ap.parse_args()
+    for name in a.datasets.split(","):
+        if a.impostors:
+            impostors(load_labelled(name))
+            continue
+        run(name, [int(x) for x in a.seeds.split(",")], [int(x) for x in a.budgets.split(",")],
+            [float(x) for x in a.fractions.split(",")], set(a.methods.split(";")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+"""Naming rules: which unlabelled faces automation may give a person's name, and which only become suggestions.
+
+A wrong name is far worse than a missing one, so every rule below is a reason not to name, and anything
+suggestive but not sufficient becomes a question for a person (a suggestion) instead of an answer.
+
+Rules, and why
+--------------
+1. **Only people define a person.** Prototypes (centroid + exemplars, :func:`assign.build_prototypes`) come
+   from human labels (and confirmed suggestions, which are human labels) and nothing else. No prototype moves
+   because of faces automation named: re-centring on "confident" matches is how 25 faces of a man that cleared
+   the bar against his brother's three labels pulled the other 505 after them.
+2. **No vouching.** A face is named on its own similarity to the person's human labels. Faces named in the
+   same run never vouch for further faces, so no chain (through look-alikes, through children's faces, which
+   all look alike) can carry a name; chains become suggestions.
+3. **The impostor bar.** No face is named, nor even suggested as a face, when its similarity to the person lies
+   inside the model's impostor range: the 99.99th percentile of the cosine between faces of different people,
+   measured per model (:data:`MODEL_BARS`). A face is named only at the *direct bar* (the setting
+   ``person_match_threshold``), which sits above it; between the two bars it becomes a suggestion.
+4. **Low-quality faces carry no name.** A human-labelled face whose quality score is below ``min_quality``
+   (tiny, blurred, strongly turned) is not used as a prototype: such faces sit close to everyone's low-quality
+   faces and would name strangers through them. It keeps its own label.
+5. **The library's structure can veto.** Everyone is clustered (:func:`cluster.cluster_faces`, labels not
+   used). A face that clears the direct bar is still not named when its own cluster is clearly someone else:
+   the cluster holds human labels of other people but none of this person, or the cluster (at least
+   ``MIN_EVIDENCE_CLUSTER`` faces) as a whole — its mean face — does not reach the direct bar against this
+   person. That is the siblings case: his 530 faces formed a tight group of their own whose mean sat at 0.30
+   to his brother's labels although 25 of them cleared 0.40. The vetoed faces become one suggestion.
+6. **A group holding one person's labels may name its other faces, one hop.** A face whose group (clustering
+   of everyone) holds human labels of this person and of nobody else, whose group's mean face clears the
+   direct bar, is named when its own score is outside the impostor range (>= the impostor bar) and this person
+   is its best admissible one. This is what a user naming a cluster does, with two guards the anchors lack:
+   the face alone must be outside the impostor range, and names given this way vouch for nobody (no second
+   hop). On lfw_dev it lifts K=1 recall from 0.95 to 0.99 with no more strangers named (bench/quality.py).
+7. **People's constraints hold.** Manual labels are never touched; a rejected person is never given or
+   suggested again; a person already in a photo (human label) is not given to another of its faces; faces of
+   one photo are matched to people jointly (Hungarian, :func:`assign.assign_scores`); a "different people"
+   answer between two faces is a cannot-link no name crosses.
+
+Everything here is plain numpy on arrays indexed by face row; :mod:`organize` maps rows to SQL ids.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Sequence
+
+import numpy as np
+
+from face_pipeline.core import assign as assign_mod
+
+
+@dataclass(frozen=True)
+class ModelBars:
+    """Where a recognition model's impostor range ends, measured, with how it was measured."""
+
+    impostor: float  # 99.99th percentile of the cosine between faces of different people: the bar
+    impostor_p99: float
+    impostor_p999: float
+    impostor_max: float  # the maximum is label noise (the same person filed under two names), not a bar
+    measured: str
+
+
+#: Per recognition model (``Settings.model_name``). Measured by ``bench/quality.py --impostors`` on lfw_dev:
+#: the subject face of every photo (5,976 faces, 2,940 people), all 17.8M pairs of faces filed under different
+#: names, cosine of the L2-normalised embeddings. A rule with a reason, not a fit: nothing here is tuned to a
+#: score; a new model needs its own line measured the same way.
+MODEL_BARS: dict[str, ModelBars] = {
+    "w600k_mbf": ModelBars(
+        impostor=0.280, impostor_p99=0.166, impostor_p999=0.226, impostor_max=0.988,
+        measured="lfw_dev subject faces, 17,822,605 different-name pairs, bench/quality.py --impostors (faces_dev: "
+        "p99.99 0.247, max 0.292 over 52k pairs)",
+    ),
+}
+#: For a model nobody measured: ArcFace-family models share roughly this tail; err on the strict side.
+UNMEASURED = ModelBars(impostor=0.35, impostor_p99=0.2, impostor_p999=0.28, impostor_max=1.0, measured="not measured: conservative default")
+
+#: A cluster needs at least this many faces before its mean face is evidence against a name (rule 5): the mean
+#: of two faces is still mostly each face.
+MIN_EVIDENCE_CLUSTER = 2
+#: A "same person?" suggestion between two groups needs their mean faces at least at the direct bar.
+SAME_PERSON_NEIGHBOURS = 5
+
+
+def bars_for(model_name: str) -> ModelBars:
+    return MODEL_BARS.get(model_name, UNMEASURED)
+
+
+@dataclass(frozen=True)
+class RawSuggestion:
+    """A suggestion in row / person-index terms (organize turns it into a ``suggestions.Suggestion``)."""
+
+    kind: str  # face_is_person | cluster_is_person | same_person
+    rows: tuple[int, ...]
+    person: int | None = None
+    other_person: int | None = None
+    other_rows: tuple[int, ...] = ()
+    score: float = 0.0
+    bar: float = 0.0
+    cluster: int | None = None
+    other_cluster: int | None = None
+
+
+@dataclass
+class Naming:
+    """Result per face row: ``person`` (-1 = none; human labels kept), ``confidence`` and ``margin`` of the
+    name (NaN where not named), ``vetoed`` (cleared the direct bar but its cluster said no) and suggestions."""
+
+    person: np.ndarray
+    confidence: np.ndarray
+    margin: np.ndarray
+    vetoed: np.ndarray
+    suggestions: list[RawSuggestion] = field(default_factory=list)
+
+
+def _mean_faces(X: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cluster ids, normalised mean face per cluster, size per cluster) for labels >= 0."""
+    pos = np.flatnonzero(labels >= 0)
+    if pos.size == 0:
+        return np.zeros(0, np.int64), np.zeros((0, X.shape[1]), np.float32), np.zeros(0, np.int64)
+    ids, inv, cnt = np.unique(labels[pos], return_inverse=True, return_counts=True)
+    sums = np.zeros((ids.size, X.shape[1]), np.float64)
+    np.add.at(sums, inv.ravel(), X[pos])
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return ids, (sums / np.maximum(norms, 1e-12)).astype(np.float32), cnt
+
+
+def name_faces(
+    X: np.ndarray,
+    human: np.ndarray,
+    *,
+    groups: Sequence[Hashable] | None,
+    quality: np.ndarray | None,
+    clusters: np.ndarray | None,
+    direct: float,
+    impostor: float,
+    min_quality: float = 0.3,
+    margin: float = 0.0,
+    strategy: str = "hybrid",
+    rejected: dict[int, set[int]] | None = None,
+    cannot_link: Iterable[tuple[int, int]] = (),
+    candidates: Sequence[int] | None = None,
+    suggest: bool = True,
+    group_names: bool = True,
+    fine_clusters: np.ndarray | None = None,
+) -> Naming:
+    """Apply the naming rules (module docstring) to faces ``X`` (N, D), L2-normalised.
+
+    ``human`` (N,) is the person index each face was given by a person (-1 = none); ``groups`` the photo of
+    each face; ``quality`` its quality score (None = all good); ``clusters`` the clustering of all faces
+    (labels not used; -1 = noise; None = no structural evidence); ``rejected`` row → person indices it is not;
+    ``cannot_link`` row pairs that are different people; ``candidates`` the rows that may be named (default:
+    every row without a human label). ``direct`` names, ``impostor`` bounds suggestions (rule 3).
+    """
+    X = np.asarray(X, dtype=np.float32)
+    n = len(X)
+    human = np.asarray(human, dtype=np.int64)
+    person = human.copy()
+    confidence = np.full(n, np.nan)
+    gap = np.full(n, np.nan)
+    vetoed = np.zeros(n, bool)
+    out = Naming(person, confidence, gap, vetoed)
+    good = np.ones(n, bool) if quality is None else np.nan_to_num(np.asarray(quality, dtype=np.float64), nan=1.0) >= min_quality
+    evidence = np.flatnonzero((human >= 0) & good)
+    cand = np.array([i for i in (range(n) if candidates is None else candidates) if human[i] < 0], dtype=np.int64)
+    if evidence.size == 0:
+        if suggest and clusters is not None:
+            out.suggestions += _same_person_clusters(X, clusters, person, direct)
+        return out
+    protos = assign_mod.build_prototypes(X[evidence], human[evidence].tolist())
+    col = {int(p): c for c, p in enumerate(protos.person_ids)}  # person index → prototype column
+    pers = np.array(protos.person_ids, dtype=np.int64)
+
+    # Constraints per candidate row, as prototype columns: rejections, cannot-links to labelled faces.
+    partners: dict[int, set[int]] = defaultdict(set)
+    for a, b in cannot_link:
+        partners[int(a)].add(int(b))
+        partners[int(b)].add(int(a))
+    bad_local: dict[int, set[int]] = {}
+    for local, i in enumerate(cand.tolist()):
+        bad = {col[p] for p in (rejected or {}).get(i, ()) if p in col}
+        bad |= {col[int(human[j])] for j in partners.get(i, ()) if human[j] >= 0 and int(human[j]) in col}
+        if bad:
+            bad_local[local] = bad
+    g = None if groups is None else np.asarray(list(groups), dtype=object)
+    occupied: dict[Hashable, set[int]] = defaultdict(set)
+    if g is not None:
+        for i in np.flatnonzero(human >= 0):
+            if int(human[i]) in col:
+                occupied[g[i]].add(col[int(human[i])])
+
+    S = assign_mod.person_scores(protos, X[cand], strategy) if cand.size else np.zeros((0, len(pers)), np.float32)
+    res = assign_mod.assign_scores(
+        S, threshold=direct, margin=margin, groups=None if g is None else g[cand].tolist(), rejected=bad_local,
+        occupied=dict(occupied) if g is not None else None,
+    )
+
+    # Rule 5: the face's own cluster (and the finer one, when given) may say it is someone else.
+    coarse = _view(X, clusters, human, evidence, protos, strategy)
+    fine = _view(X, fine_clusters, human, evidence, protos, strategy)
+    evidence_views = [v for v in (coarse, fine) if v is not None]
+    labelled_in = coarse.holders if coarse is not None else {}
+    if coarse is not None:
+        clusters = coarse.clusters
+
+    for local, i in enumerate(cand.tolist()):
+        c_p = int(res.person_index[local])
+        if c_p < 0:
+            continue
+        p = int(pers[c_p])
+        if any(_someone_else(ev, i, p, c_p, direct) for ev in evidence_views):
+            vetoed[i] = True
+            continue
+        person[i] = p
+        confidence[i] = float(res.confidence[local])
+        m = float(res.margin[local])
+        gap[i] = m if np.isfinite(m) else 1.0
+
+    # Rule 6: a face in a group that holds this person's labels (and nobody else's), whose mean face clears the
+    # direct bar, is named when its own score is outside the impostor range and this person is its best
+    # admissible one. One hop from human labels: faces named here vouch for nobody.
+    if coarse is not None and group_names:
+        taken: dict[Hashable, set[int]] = defaultdict(set)
+        if g is not None:
+            for i in np.flatnonzero((person >= 0) & (human < 0)):
+                taken[g[i]].add(int(person[i]))
+        for local, i in enumerate(cand.tolist()):
+            c = int(clusters[i])
+            if person[i] >= 0 or vetoed[i] or c < 0 or len(labelled_in.get(c, ())) != 1:
+                continue
+            p = next(iter(labelled_in[c]))
+            if p not in col or float(coarse.score[c][col[p]]) < direct or (g is not None and p in taken[g[i]]):
+                continue
+            row = S[local].astype(np.float64).copy()
+            row[list(bad_local.get(local, ()))] = -np.inf
+            if not np.isfinite(row[col[p]]) or row[col[p]] < impostor or int(np.argmax(row)) != col[p]:
+                continue
+            person[i] = p
+            confidence[i] = float(row[col[p]])
+            others = np.delete(row, col[p])
+            gap[i] = float(row[col[p]] - others.max()) if len(others) and np.isfinite(others.max()) else 1.0
+            if g is not None:
+                taken[g[i]].add(p)
+
+    # Rule 7 among automatic names: two faces a person called different are never both given one name.
+    for a, others in partners.items():
+        for b in others:
+            if a < b and person[a] >= 0 and person[a] == person[b] and (human[a] < 0 or human[b] < 0):
+                loser = b if human[a] >= 0 or (human[b] < 0 and np.nan_to_num(confidence[a]) >= np.nan_to_num(confidence[b])) else a
+                if human[loser] < 0:
+                    person[loser], confidence[loser], gap[loser] = -1, np.nan, np.nan
+
+    if suggest:
+        out.suggestions = _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strategy, clusters,
+                                       labelled_in, vetoed, direct, impostor, col)
+    return out
+
+
+def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strategy, clusters, labelled_in, vetoed,
+                 direct, impostor, col) -> list[RawSuggestion]:
+    """Questions for a person, from evidence that was suggestive but not enough (see the module docstring)."""
+    out: list[RawSuggestion] = []
+    local_of = {int(i): local for local, i in enumerate(cand.tolist())}
+    unnamed = person < 0
+    # Unknown groups = clusters of everyone restricted to the faces still without a name.
+    groups_of: dict[int, list[int]] = defaultdict(list)
+    if clusters is not None:
+        for i in np.flatnonzero(unnamed & (clusters >= 0)):
+            groups_of[int(clusters[i])].append(int(i))
+    in_group = {i for rows in groups_of.values() if len(rows) >= 2 for i in rows}
+
+    def admissible_scores(rows: list[int]) -> np.ndarray:
+        """Mean face of ``rows`` against every person, persons any of them rejected or whose photo holds them
+        removed."""
+        m = X[rows].sum(axis=0)
+        m = m / max(float(np.linalg.norm(m)), 1e-12)
+        s = assign_mod.person_scores(protos, m[None, :], strategy)[0].astype(np.float64)
+        for i in rows:
+            if i in local_of:
+                s[list(bad_local.get(local_of[i], ()))] = -np.inf
+        return s
+
+    # Groups: one question per unknown group whose mean face reaches the impostor bar for one person, or that
+    # holds one person's labels (a chain: the group knows, the faces alone did not clear the bar).
+    for c, rows in groups_of.items():
+        if len(rows) < 2:
+            continue
+        holders = labelled_in.get(c, set())
+        s = admissible_scores(rows)
+        if len(holders) == 1 and next(iter(holders)) in col:
+            c_p = col[next(iter(holders))]
+        else:
+            c_p = int(np.argmax(s)) if len(s) else -1
+        if c_p < 0 or not np.isfinite(s[c_p]) or (s[c_p] < impostor and len(holders) != 1):
+            continue
+        out.append(RawSuggestion("cluster_is_person", tuple(rows), person=int(pers[c_p]), score=float(s[c_p]), bar=direct, cluster=c))
+
+    # Single faces: between the bars, or vetoed by their cluster without forming a group of their own.
+    for i in np.flatnonzero(unnamed).tolist():
+        if i in in_group or i not in local_of:
+            continue
+        local = local_of[i]
+        row = S[local].astype(np.float64).copy()
+        row[list(bad_local.get(local, ()))] = -np.inf
+        if not len(row):
+            continue
+        c_p = int(np.argmax(row))
+        if np.isfinite(row[c_p]) and row[c_p] >= impostor:
+            out.append(RawSuggestion("face_is_person", (i,), person=int(pers[c_p]), score=float(row[c_p]), bar=direct,
+                                     cluster=int(clusters[i]) if clusters is not None and clusters[i] >= 0 else None))
+
+    # Two people who may be one: their labels' centroids at the direct bar.
+    if len(protos) > 1:
+        C = protos.centroids @ protos.centroids.T
+        np.fill_diagonal(C, -np.inf)
+        for a, b in zip(*np.nonzero(np.triu(C >= direct, 1))):
+            out.append(RawSuggestion("same_person", (), person=int(pers[a]), other_person=int(pers[b]), score=float(C[a, b]), bar=direct))
+    if clusters is not None:
+        out += _same_person_clusters(X, clusters, person, direct, groups_of)
+    return out
+
+
+def _same_person_clusters(X: np.ndarray, clusters: np.ndarray, person: np.ndarray, direct: float,
+                          groups_of: dict[int, list[int]] | None = None) -> list[RawSuggestion]:
+    """Two unknown groups the clustering kept apart whose mean faces still reach the direct bar: "same person?"."""
+    from face_pipeline.core.clustering.neighbours import neighbour_graph
+
+    if groups_of is None:
+        groups_of = defaultdict(list)
+        for i in np.flatnonzero((person < 0) & (np.asarray(clusters) >= 0)):
+            groups_of[int(clusters[i])].append(int(i))
+    ids = [c for c, rows in groups_of.items() if len(rows) >= 2]
+    if len(ids) < 2:
+        return []
+    M = np.stack([X[groups_of[c]].sum(axis=0) for c in ids]).astype(np.float32)
+    M /= np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
+    idx, sims = neighbour_graph(M, min(SAME_PERSON_NEIGHBOURS, len(ids) - 1), floor=direct)
+    out, seen = [], set()
+    for a in range(len(ids)):
+        for b, s in zip(idx[a].tolist(), sims[a].tolist()):
+            if b < 0 or s < direct or (min(a, b), max(a, b)) in seen:
+                continue
+            seen.add((min(a, b), max(a, b)))
+            out.append(RawSuggestion("same_person", tuple(groups_of[ids[a]]), other_rows=tuple(groups_of[ids[b]]), score=float(s),
+                                     bar=direct, cluster=ids[a], other_cluster=ids[b]))
+    return out
+
+
+@dataclass
+class _EvidenceView:
+    """One clustering of everyone seen as evidence: which persons' labels each group holds, its size, and its
+    mean face's score against every person."""
+
+    clusters: np.ndarray
+    holders: dict[int, set[int]]
+    size: dict[int, int]
+    score: dict[int, np.ndarray]
+
+
+def _view(X, clusters, human, evidence, protos, strategy) -> _EvidenceView | None:
+    if clusters is None:
+        return None
+    clusters = np.asarray(clusters, dtype=np.int64)
+    holders: dict[int, set[int]] = defaultdict(set)
+    for i in evidence:
+        if clusters[i] >= 0:
+            holders[int(clusters[i])].add(int(human[i]))
+    ids, mean, size = _mean_faces(X, clusters)
+    cs = assign_mod.person_scores(protos, mean, strategy) if len(ids) else np.zeros((0, len(protos)))
+    return _EvidenceView(clusters, holders, dict(zip(ids.tolist(), size.tolist())), {int(c): cs[r] for r, c in enumerate(ids)})
+
+
+def _someone_else(v: _EvidenceView, i: int, p: int, c_p: int, direct: float) -> bool:
+    """Rule 5 for face ``i`` and person ``p`` (prototype column ``c_p``) in one clustering."""
+    c = int(v.clusters[i])
+    if c < 0:
+        return False
+    holders = v.holders.get(c, set())
+    if holders:
+        return p not in holders
+    return v.size[c] >= MIN_EVIDENCE_CLUSTER and float(v.score[c][c_p]) < direct
+
+
+def unknown_groups(clusters: np.ndarray, person: np.ndarray, min_size: int = 2) -> np.ndarray:
+    """The unknown clusters shown to people: the clustering of everyone restricted to faces without a name,
+    groups smaller than ``min_size`` → -1 (noise)."""
+    out = np.where(np.asarray(person) < 0, np.asarray(clusters), -1).astype(np.int64)
+    pos = out >= 0
+    if pos.any():
+        u, inv, cnt = np.unique(out[pos], return_inverse=True, return_counts=True)
+        idx = np.flatnonzero(pos)
+        out[idx[cnt[inv.ravel()] < max(1, min_size)]] = -1
+    return out

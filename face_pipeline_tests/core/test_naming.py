@@ -1,0 +1,226 @@
+"""The naming rules (core.naming) on real faces: never name a stranger, ask instead, honour people's answers.
+
+Real product embeddings of every detected face (``evaluation.datasets.load_labelled``; the cache builds itself
+when missing). Two sets:
+
+* faces_dev, all 28 people, every label budget of the protocol (seed 0);
+* an lfw_dev slice chosen to hold look-alikes, by a fixed rule: identity pairs (both with >= 2 photos) ranked by
+  the highest cosine between a subject face of one and a subject face of the other, the top
+  ``LOOKALIKE_PAIRS`` pairs whose highest cosine is below ``SAME_MAN_TWO_NAMES`` (above it the "pair" is one
+  person filed under two names, LFW label noise such as John_Gruden / Jon_Gruden), with every face of their
+  photos. In each pair the person with more photos is named (3 labels) and the other is the stranger who looks
+  like them.
+
+Nothing asserts a tuned number: the assertions are the rules (no stranger named, every name outside the
+impostor range of the person's own labels, a suggestion where the evidence is suggestive, no name across a
+rejection or a "different people" answer, labels never change how unnamed faces are grouped).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from face_pipeline.core import assign as assign_mod
+from face_pipeline.core import naming
+from face_pipeline.core.cluster import cluster_faces
+from face_pipeline.evaluation import protocol as P
+from face_pipeline.evaluation.datasets import LabelledFaces, load_labelled
+from face_pipeline.settings import Settings
+
+LOOKALIKE_PAIRS = 12
+SAME_MAN_TWO_NAMES = 0.7
+SETTINGS = Settings(home="/nonexistent-unused")
+BARS = naming.bars_for(SETTINGS.model_name)
+
+
+def _subset(d: LabelledFaces, rows: np.ndarray) -> LabelledFaces:
+    photos, photo = np.unique(d.photo[rows], return_inverse=True)
+    return LabelledFaces(name=f"{d.name}-slice", X=d.X[rows], norms=d.norms[rows], det_score=d.det_score[rows],
+                         quality=d.quality[rows], identity=d.identity[rows], photo=photo.astype(np.int64),
+                         labelled=d.labelled[rows], bbox=d.bbox[rows], photo_paths=[d.photo_paths[p] for p in photos])
+
+
+@pytest.fixture(scope="module")
+def faces_dev() -> LabelledFaces:
+    try:
+        return load_labelled("faces_dev")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def lookalikes() -> tuple[LabelledFaces, list[tuple[str, str]]]:
+    try:
+        d = load_labelled("lfw_dev")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    subj = np.flatnonzero(d.labelled)
+    names, code, count = np.unique(d.identity[subj], return_inverse=True, return_counts=True)
+    many = count[code] >= 2
+    rows = subj[many]
+    c = code[many]
+    S = d.X[rows] @ d.X[rows].T
+    S[c[:, None] == c[None, :]] = -1
+    best: dict[tuple[int, int], float] = {}
+    for i, j in zip(*np.nonzero(np.triu(S >= BARS.impostor, 1))):
+        key = (min(c[i], c[j]), max(c[i], c[j]))
+        best[key] = max(best.get(key, -1.0), float(S[i, j]))
+    ranked = sorted(((v, k) for k, v in best.items() if v < SAME_MAN_TWO_NAMES), reverse=True)
+    pairs, used = [], set()
+    for _, (a, b) in ranked:
+        if a in used or b in used:
+            continue
+        used |= {a, b}
+        big, small = (a, b) if count[a] >= count[b] else (b, a)
+        pairs.append((str(names[big]), str(names[small])))
+        if len(pairs) == LOOKALIKE_PAIRS:
+            break
+    people = {n for p in pairs for n in p}
+    photos = np.unique(d.photo[subj[np.isin(d.identity[subj], list(people))]])
+    return _subset(d, np.flatnonzero(np.isin(d.photo, photos))), pairs
+
+
+def _label(d: LabelledFaces, named: list[str], k: int, seed: int = 0) -> P.Split:
+    rng = np.random.default_rng(seed)
+    human = np.full(len(d), -1, np.int64)
+    for p, name in enumerate(named):
+        rows = np.flatnonzero(d.labelled & (d.identity == name))
+        human[rng.choice(rows, size=min(k, len(rows)), replace=False)] = p
+    return P.Split(seed, k, 0.0, list(named), human)
+
+
+def _run(d: LabelledFaces, split: P.Split, **kw) -> tuple[naming.Naming, np.ndarray]:
+    clusters = cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold, min_size=1, groups=d.photo.tolist())
+    res = naming.name_faces(d.X, split.human, groups=d.photo.tolist(), quality=kw.pop("quality", d.quality), clusters=clusters,
+                            direct=SETTINGS.person_match_threshold, impostor=BARS.impostor, min_quality=SETTINGS.person_min_quality, **kw)
+    return res, clusters
+
+
+def _own_scores(d: LabelledFaces, split: P.Split, quality: np.ndarray | None = None) -> np.ndarray:
+    """(N, persons) score of every face against each person's human labels (the evidence ones)."""
+    q = d.quality if quality is None else quality
+    ev = (split.human >= 0) & (q >= SETTINGS.person_min_quality)
+    protos = assign_mod.build_prototypes(d.X[ev], split.human[ev].tolist())
+    S = np.full((len(d), len(split.people)), -1.0)
+    S[:, protos.person_ids] = assign_mod.person_scores(protos, d.X, SETTINGS.person_strategy)
+    return S
+
+
+def _assert_rules(d: LabelledFaces, split: P.Split, res: naming.Naming, clusters: np.ndarray, wrong_ok: bool = False) -> None:
+    auto = np.flatnonzero((res.person >= 0) & (split.human < 0))
+    names = np.array(split.people, dtype=object)
+    subjects = auto[d.labelled[auto]]
+    # No subject face of a person nobody named gets a name, and no named person's face gets another's name.
+    wrong = [(d.identity[i], names[res.person[i]]) for i in subjects if names[res.person[i]] != d.identity[i]]
+    if not wrong_ok:
+        assert wrong == []
+    # Every name is outside the impostor range of the person's own labels; below the direct bar only when the
+    # face's group holds that person's labels (one hop, rule 6).
+    S = _own_scores(d, split)
+    for i in auto:
+        p = int(res.person[i])
+        assert S[i, p] >= BARS.impostor - 1e-6, (i, S[i, p])
+        if S[i, p] < SETTINGS.person_match_threshold:
+            holders = set(split.human[(clusters == clusters[i]) & (split.human >= 0)].tolist())
+            assert holders == {p}, (i, holders)
+    # One person at most once per photo.
+    given = [(int(d.photo[i]), int(res.person[i])) for i in np.flatnonzero(res.person >= 0)]
+    assert len(given) == len(set(given))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("fraction", [0.5, 0.1])
+def test_faces_dev_names_nobody_wrongly(faces_dev, k, fraction):
+    split = P.make_split(faces_dev, 0, k, fraction)
+    res, clusters = _run(faces_dev, split)
+    _assert_rules(faces_dev, split, res, clusters)
+    assert ((res.person >= 0) & (split.human < 0)).any()  # the rules do name people
+
+
+def test_lookalikes_are_asked_about_and_named_only_by_the_rules(lookalikes):
+    d, pairs = lookalikes
+    named = [big for big, _ in pairs]
+    split = _label(d, named, 3)
+    res, clusters = _run(d, split)
+    _assert_rules(d, split, res, clusters, wrong_ok=True)
+    strangers = {small for _, small in pairs}
+    stranger_rows = np.flatnonzero(d.labelled & np.isin(d.identity, list(strangers)))
+    # The look-alikes were chosen because they reach the named person beyond the impostor bar: the evidence is
+    # suggestive, so the product asks.
+    asked = {i for s in res.suggestions for i in s.rows + s.other_rows}
+    suggestive = [i for i in stranger_rows if _own_scores(d, split)[i].max() >= BARS.impostor]
+    assert suggestive and asked & set(suggestive)
+    for s in res.suggestions:
+        assert s.kind in ("face_is_person", "cluster_is_person", "same_person")
+        if s.kind == "face_is_person":
+            assert BARS.impostor <= s.score and res.person[s.rows[0]] < 0
+        if s.kind != "same_person":
+            assert all(res.person[i] < 0 for i in s.rows) and s.bar == SETTINGS.person_match_threshold
+
+
+@pytest.mark.xfail(strict=True, reason="known limit: Lina_Krasnoroutskaya's photos score 0.40-0.44 against Amanda_Beard's "
+                   "labels and Chinese Whispers puts them in Amanda's group, so no rule tells them apart (issue 7, families)")
+def test_no_lookalike_stranger_is_named(lookalikes):
+    d, pairs = lookalikes
+    split = _label(d, [big for big, _ in pairs], 3)
+    res, _ = _run(d, split)
+    stranger_rows = np.flatnonzero(d.labelled & np.isin(d.identity, [small for _, small in pairs]))
+    assert (res.person[stranger_rows] < 0).all()
+
+
+def test_no_name_crosses_a_rejection_or_a_different_people_answer(lookalikes):
+    d, pairs = lookalikes
+    split = _label(d, [big for big, _ in pairs], 3)
+    res, _ = _run(d, split)
+    auto = np.flatnonzero((res.person >= 0) & (split.human < 0))
+    assert auto.size >= 2
+    rejected_face, linked_face = int(auto[0]), int(auto[1])
+    label_of = {int(res.person[linked_face]): int(np.flatnonzero(split.human == res.person[linked_face])[0])}
+    again, _ = _run(d, split, rejected={rejected_face: {int(res.person[rejected_face])}},
+                    cannot_link=[(label_of[int(res.person[linked_face])], linked_face)])
+    assert again.person[rejected_face] != res.person[rejected_face]
+    assert again.person[linked_face] != res.person[linked_face]
+    for s in again.suggestions:  # and nobody is asked about what a person already answered
+        assert not (rejected_face in s.rows and s.person == int(res.person[rejected_face]) and s.kind == "face_is_person")
+
+
+def test_low_quality_labels_carry_no_name(lookalikes):
+    d, pairs = lookalikes
+    split = _label(d, [pairs[0][0]], 3)
+    low = d.quality.copy()
+    low[split.human >= 0] = SETTINGS.person_min_quality / 2  # the person's only labels are poor faces
+    res, _ = _run(d, split, quality=low)
+    assert not ((res.person >= 0) & (split.human < 0)).any()
+    assert (res.person[split.human >= 0] == 0).all()  # their own labels stay
+
+
+def test_labels_never_change_how_unnamed_faces_are_grouped(lookalikes):
+    """Everyone is clustered without looking at labels; naming only takes faces out of groups. So for the faces
+    still unnamed, two faces share an unknown group with labels present exactly when they do without."""
+    d, pairs = lookalikes
+    split = _label(d, [big for big, _ in pairs], 3)
+    res, clusters = _run(d, split)
+    without = naming.unknown_groups(clusters, np.full(len(d), -1), min_size=1)
+    with_labels = naming.unknown_groups(clusters, res.person, min_size=1)
+    free = np.flatnonzero(res.person < 0)
+    same_with = with_labels[free][:, None] == with_labels[free][None, :]
+    same_without = without[free][:, None] == without[free][None, :]
+    np.testing.assert_array_equal(same_with, same_without)
+    # ...and the clustering itself is a function of the faces and the photos only.
+    np.testing.assert_array_equal(clusters, cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold,
+                                                          min_size=1, groups=d.photo.tolist()))
+
+
+def test_a_different_people_answer_splits_the_group_that_joined_them(lookalikes):
+    d, _ = lookalikes
+    labels = cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold, groups=d.photo.tolist())
+    c = np.bincount(labels[labels >= 0]).argmax()
+    members = np.flatnonzero(labels == c)
+    a, b = int(members[0]), int(members[-1])
+    split = cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold, groups=d.photo.tolist(),
+                          cannot_link=[(a, b)])
+    assert split[a] != split[b] or split[a] < 0
+    joined = cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold, groups=d.photo.tolist(),
+                           must_link=[(a, int(np.flatnonzero(labels != c)[0]))])
+    assert joined.shape == labels.shape
