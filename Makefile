@@ -30,6 +30,12 @@ run: install
 	@echo ""
 	@echo "Open the Dagster UI with:  make dev    (then http://$(HOST):$(PORT))"
 
+# --- web: the people page and HTTP API (face-pipeline serve; WEB_HOST / WEB_PORT override 127.0.0.1:8800) ---
+.PHONY: serve
+serve: install
+	$(BIN)/face-pipeline serve $(if $(WEB_HOST),--host $(WEB_HOST)) $(if $(WEB_PORT),--port $(WEB_PORT))
+# --- end web ---
+
 dev: install
 	$(BIN)/face-pipeline init
 	DAGSTER_HOME=$(FACE_PIPELINE_HOME)/dagster_home PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dg dev -h $(HOST) -p $(PORT)

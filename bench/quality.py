@@ -60,9 +60,13 @@ def run(name: str, seeds, budgets, fractions, methods) -> None:
     print(f"\n=== {name}: {len(d)} faces ({int(d.labelled.sum())} subjects, {int((~d.labelled).sum())} background strangers), "
           f"{n_people} people ===")
     impostors(d)
+    from face_pipeline.core.naming import FINE_LINK
+
     clusters, t_ours = P.cluster_everyone(d)
+    fine, t_fine = P.cluster_everyone(d, threshold=FINE_LINK)
+    t_ours += t_fine
     anchor_labels = {k: P.timed(lambda fn=fn: fn(d.X)) for k, fn in ANCHORS.items() if k in methods}
-    print(f"clustering everyone once (labels do not steer it): ours {t_ours:.1f}s; "
+    print(f"clustering everyone once (labels do not steer it): ours {t_ours:.1f}s (links {P._defaults(P.OursConfig()).threshold} and {FINE_LINK}); "
           + ", ".join(f"{k} {t:.1f}s" for k, (_, t) in anchor_labels.items()))
 
     splits = [P.make_split(d, s, k, f) for k in budgets for f in fractions for s in seeds]
@@ -72,7 +76,7 @@ def run(name: str, seeds, budgets, fractions, methods) -> None:
     above: dict[tuple, list] = defaultdict(list)
     for sp in splits:
         key = (sp.k, sp.fraction)
-        person, groups, secs, _ = P.run_ours(d, sp, clusters)
+        person, groups, secs, _ = P.run_ours(d, sp, clusters, fine=fine)
         row = P.score(OURS, d, sp, person, groups, secs + t_ours)
         by_budget[key][OURS].append(row)
         for k, (labels, t) in anchor_labels.items():

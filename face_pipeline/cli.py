@@ -76,7 +76,7 @@ def recover_runs() -> None:
 
 
 def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | None = None, run_config: dict | None = None,
-             failure_is_an_answer=None):
+             failure_is_an_answer=None, run_id: str | None = None):
     """Execute a job of the code location in this process, recorded in the home's Dagster instance.
 
     Before it starts: runs whose process died are failed and their pool slots freed, and a pool held by a live
@@ -89,7 +89,7 @@ def _run_job(job_name: str, *, partition_key: str | None = None, tags: dict | No
     from face_pipeline.runs import record_run_worker, recover_dead_runs, wait_for_pool
 
     job = defs.resolve_job_def(job_name)
-    run_id = make_new_run_id()
+    run_id = run_id or make_new_run_id()  # [web] serve chooses the id first and returns it before the run starts
     level = "INFO" if _VERBOSE["on"] else "CRITICAL"
     with _instance() as instance:
         for rec in recover_dead_runs(instance):
@@ -618,19 +618,15 @@ def train(
     """Train a head on your labels; it is used (to decide among named people) only if the gate finds it helps.
 
     Exit 0 for every answer: trained, refused by the gate, not enough labels."""
-    from face_pipeline.definitions import defs
-
     _settings(runs_jobs=True)
     cfg = {k: v for k, v in {"epochs": epochs, "margin": margin, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}.items() if v is not None}
     if queue:  # issue 11
         return _queue("train_projection", run_config={"ops": {"projection_head": {"config": cfg}}})
-    job = defs.resolve_job_def("train_projection")
-    with _instance() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                        run_config={"ops": {"projection_head": {"config": cfg}},
-                                                    "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    # the same run path as every pipeline command: dead runs recovered, pool waited for, log lines only with --verbose
+    result = _run_job("train_projection", run_config={"ops": {"projection_head": {"config": cfg}}},
+                      failure_is_an_answer=_only_the_gate_refused)
     out = _training_outcome(result)
-    if out is None or (not result.success and not _only_the_gate_refused(result)):
+    if out is None:
         _run_failed(result, "train_projection")
     version = f"projection head v{out['version']}" if out.get("version") is not None else "projection head"
     status = out["status"]
@@ -690,6 +686,8 @@ from face_pipeline.cli_suggestions import register as _register_suggestions  # n
 
 _register_suggestions(app)
 # ---- end `suggestions` ---------------------------------------------------------------------------------------
+
+from face_pipeline.cli_web import register as _register_web; _register_web(app)  # noqa: E402,E702 [web] `serve`
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -136,6 +136,18 @@ class Settings(BaseSettings):
     training_gate_min_test_faces: int = Field(default=10, description="Least held-out labelled faces of those people for the gate to judge a head.")
     training_gate_min_stranger_people: int = Field(default=2, description="Least labelled people held out as strangers for the gate to judge a head.")
 
+    # --- web (people review: `face-pipeline serve`) -------------------------------------- [web section] ---
+    web_host: str = Field(default="127.0.0.1", description="Address `serve` binds; anything but loopback makes every call need a token.")
+    web_port: int = Field(default=8800, description="Port `serve` listens on.")
+    web_token: str | None = Field(default=None, description="FACE_WEB_TOKEN: bearer token for labelling; unset = generated into the home on first start.")
+    web_admin_token: str | None = Field(default=None, description="FACE_WEB_ADMIN_TOKEN: token for training, re-clustering and deleting people; unset = generated.")
+    web_max_upload_bytes: int = Field(default=20_000_000, description="Largest photo accepted by find/search uploads.")
+    web_max_upload_pixels: int = Field(default=40_000_000, description="Most pixels (from the header) of an uploaded photo.")
+    web_thumb_size: int = Field(default=160, description="Face thumbnail edge in pixels (cached on disk under the home).")
+    web_allowed_hosts: str | None = Field(default=None, description="Comma list of Host headers accepted; unset on loopback = 127.0.0.1, localhost, ::1 (stops DNS rebinding).")
+    web_dagster_ui_url: str = Field(default="http://127.0.0.1:3000", description="Where the page links runs (the Dagster UI of `make dev`).")
+    # --- end of web section ------------------------------------------------------------------------------
+
     # --- derived paths ------------------------------------------------------------------------------------
     @cached_property
     def home_dir(self) -> Path:
@@ -167,6 +179,11 @@ class Settings(BaseSettings):
     @property
     def dagster_home(self) -> Path:
         return self.home_dir / "dagster_home"
+
+    @property
+    def web_dir(self) -> Path:
+        """Tokens and the thumbnail cache of the web app (part of the web section)."""
+        return self.home_dir / "web"
 
     @property
     def inbox_dir(self) -> Path:

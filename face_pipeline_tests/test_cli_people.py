@@ -166,8 +166,8 @@ def test_naming_correcting_and_recognising_people(lib):
     train, persons_out, alice_out, bob, dan, daniel = cli.parallel(
         ("train",), ("persons",), ("person", "Alice"), ("label-face", b0, "Bob"), ("label-face", d0, "Dan"),
         ("label-face", d1, "Daniel"))
-    line = _one_line_error(*train, run_log=True)
-    assert "not enough labels" in line and ">= 2 people with >= 2 labelled faces" in line
+    assert train[0] == 0 and "Traceback" not in train[1] + train[2], train  # an answer, not an error
+    assert "no head trained: not enough labels" in train[1] and "missing:" in train[1], train
     persons_out, alice_out, bob, dan, daniel = _ok([persons_out, alice_out, bob, dan, daniel])
     assert _people(persons_out)["Alice"] == ("active", IN_LIBRARY)
     assert "Alice" in alice_out and re.search(rf"faces\s*[│|]\s*{IN_LIBRARY}\b", alice_out) and "cluster: 4" in alice_out
@@ -234,9 +234,9 @@ def test_naming_correcting_and_recognising_people(lib):
     # export: names, clusters and sources of every face, as in SQL
     csv = cli.cwd / "export" / "people.csv"
     unhidden, trained, exported = _ok(cli.parallel(("unhide", "Carol"), ("train", "--epochs", "10", "--learning-rate", "10"), ("export", "--out", str(csv))))
-    verdict = re.search(r"projection head v1: (promoted and live|NOT promoted \(live space unchanged\))", trained)
+    verdict = re.search(r"projection head v1: (trained and promoted|trained, REFUSED by the gate \(saved, not used\))", trained)
     assert verdict, trained
-    assert re.search(r"^  - (promoted|refused): ", trained, re.M)
+    assert "the trained space is used for:" in trained
     assert (settings.artifacts_dir / "heads" / "face_projection_w600k_mbf_v1.pt").is_file()
     assert "wrote" in exported
     frame = pd.read_csv(csv).set_index("face_id")
@@ -292,9 +292,9 @@ def test_evaluate_prints_the_table_with_the_baselines(lib):
     assert f"{PEOPLE * IN_LIBRARY} photos" in out and f"{PEOPLE} people (3 known" in out
     rows = {line.split("  ")[0].strip(): line for line in out.splitlines() if re.search(r"\d\.\d{3}\s+\d+\s*$", line)}
     names = list(rows)
-    assert len(names) == 4, out
-    assert names[0].startswith("face_pipeline (") and names[1].startswith("hdbscan")
-    assert names[2].startswith("immich") and names[3].startswith("chinese whispers")
+    assert names[0].startswith("face_pipeline ("), out  # ours first, then every anchor on the same embeddings
+    for anchor in ("chinese whispers cos>0.4", "chinese whispers cos>0.5", "average linkage", "hdbscan", "immich"):
+        assert any(n.startswith(anchor) for n in names[1:]), (anchor, out)
     header = next(line for line in out.splitlines() if line.startswith("method"))
     assert all(col in header for col in ("assignP", "assignR", "purity", "B3 F", "clust"))
     ours = [float(x) for x in rows[names[0]].split()[2:-1]]

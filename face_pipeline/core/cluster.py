@@ -14,7 +14,9 @@ Why the design looks like this
   chain people through one bridging face; Chinese Whispers lets the many edges inside a person outvote a
   bridge, and has no minimum cluster size (most people in a library have one or two photos). On lfw_dev
   (2,940 people, look-alikes, power law) it beat the former weighted variant with split/attach refinements
-  that had been tuned on faces_dev (bench/quality.py), so those refinements are no longer the default.
+  that had been tuned on faces_dev (bench/quality.py), so those refinements are no longer the default. One
+  step is kept because it helps on both sets: a face left alone joins a group when two of its links into it
+  reach 0.35 and clearly beat its links elsewhere (``methods.CW_ATTACH_DROP``).
 * **Constraints.** Two faces of one photo are two people, and so are two faces a person answered "different
   people" for (cannot-links): their edges are removed before clustering and every method's result is split
   where transitivity still joined them (:func:`methods._split_group_conflicts`). "Same person" answers
@@ -127,7 +129,7 @@ def cluster_faces(
     for a, others in cannot.items():  # a "different people" answer removes the edge, whatever the similarity
         hit = np.isin(indices[a], list(others))
         indices[a, hit], sims[a, hit] = -1, -np.inf
-    graph = Graph(Xn, indices, sims, g, must)
+    graph = Graph(Xn, indices, sims, g, must, dict(cannot))
     labels = np.asarray(spec.fn(graph, threshold=threshold, min_size=min_size, seed=seed, **spec.params), dtype=np.int64)
     if g is not None or cannot:
         labels = _split_group_conflicts(labels, Xn, g, dict(cannot))

@@ -46,6 +46,7 @@ def vector_store_disagreements(settings: Settings, store: FaceVectorStore) -> Di
     out = Disagreements(sql_faces=len(sql), qdrant_points=len(points))
     out.missing_in_qdrant = sorted(set(sql) - set(points))
     out.extra_in_qdrant = sorted(set(points) - set(sql))
-    out.person_mismatch = sorted(f for f in set(sql) & set(points) if sql[f][0] != points[f])
+    # dirty faces wait for the run's payload push (label operations write SQL only): pending, not disagreement
+    out.person_mismatch = sorted(f for f in set(sql) & set(points) if sql[f][0] != points[f] and not sql[f][1])
     out.pending_sync = sum(1 for _, dirty in sql.values() if dirty)
     return out

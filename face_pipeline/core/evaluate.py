@@ -25,8 +25,7 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import select
 
-from face_pipeline.core import face_state
-from face_pipeline.core import ingest, labels, organize
+from face_pipeline.core import face_state, ingest, labels, organize
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import FaceInstance, Person, Photo
 from face_pipeline.core.embedding_files import load_embeddings

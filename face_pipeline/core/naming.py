@@ -24,7 +24,9 @@ Rules, and why
    the cluster holds human labels of other people but none of this person, or the cluster (at least
    ``MIN_EVIDENCE_CLUSTER`` faces) as a whole — its mean face — does not reach the direct bar against this
    person. That is the siblings case: his 530 faces formed a tight group of their own whose mean sat at 0.30
-   to his brother's labels although 25 of them cleared 0.40. The vetoed faces become one suggestion.
+   to his brother's labels although 25 of them cleared 0.40. A second clustering at the stricter link
+   :data:`FINE_LINK` is asked the same question, for relatives (cosine 0.4-0.5) whom the first one merged.
+   The vetoed faces become suggestions.
 6. **A group holding one person's labels may name its other faces, one hop.** A face whose group (clustering
    of everyone) holds human labels of this person and of nobody else, whose group's mean face clears the
    direct bar, is named when its own score is outside the impostor range (>= the impostor bar) and this person
@@ -78,6 +80,11 @@ UNMEASURED = ModelBars(impostor=0.35, impostor_p99=0.2, impostor_p999=0.28, impo
 #: A cluster needs at least this many faces before its mean face is evidence against a name (rule 5): the mean
 #: of two faces is still mostly each face.
 MIN_EVIDENCE_CLUSTER = 2
+#: The stricter link of the second clustering used as evidence (rule 5): relatives meet at cosine 0.4-0.5
+#: (issue 7's family set), so at 0.5 a relative's faces form a tight group of their own even where the
+#: clustering at the link threshold merged them into their relative's; that group then vetoes the name. On
+#: lfw_dev and faces_dev it changes no number (bench/quality.py): a guard for families, not a fit.
+FINE_LINK = 0.5
 #: A "same person?" suggestion between two groups needs their mean faces at least at the direct bar.
 SAME_PERSON_NEIGHBOURS = 5
 

@@ -156,15 +156,17 @@ def _queue_pairs(settings: Settings, lib: Library, which: str) -> list[tuple[int
     return [(pos[a], pos[b]) for a, b in pairs if a in pos and b in pos]
 
 
-def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | None, cannot: list, must: list) -> np.ndarray:
+def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | None, cannot: list, must: list,
+                       threshold: float | None = None) -> np.ndarray:
     """The library's structure for rule 5 of :mod:`naming`: a clustering of everyone (labels not used).
 
     A full run clusters every face. An incremental run (``rows``) keeps the faces' current groups (a person's
     faces are their person's group, unknown faces their cluster) and lets each new face join the group of its
-    nearest grouped face, as :func:`cluster.assign_to_clusters` does for unknown clusters.
+    nearest grouped face, as :func:`cluster.assign_to_clusters` does for unknown clusters. ``threshold``
+    overrides the link (the stricter second clustering of rule 5); it has no incremental form.
     """
     if rows is None:
-        return cluster_mod.cluster_faces(lib.X, settings.unknown_method, threshold=settings.unknown_threshold, min_size=1,
+        return cluster_mod.cluster_faces(lib.X, settings.unknown_method, threshold=threshold or settings.unknown_threshold, min_size=2,
                                          k=settings.unknown_knn, groups=lib.image_ids, seed=0, must_link=must, cannot_link=cannot)
     new = set(rows)
     names = [None if i in new else (lib.person_ids[i] or (c if face_state.is_unknown_cluster(c := lib.cluster_ids[i]) else None))
@@ -210,6 +212,7 @@ def supervised_assignment(
         result = naming.name_faces(
             lib.X, human, groups=lib.image_ids, quality=np.array([np.nan if q is None else q for q in lib.quality], dtype=np.float64),
             clusters=_evidence_clusters(settings, lib, rows, cannot, must), direct=threshold, impostor=impostor,
+            fine_clusters=_evidence_clusters(settings, lib, rows, cannot, must, naming.FINE_LINK) if rows is None else None,
             min_quality=settings.person_min_quality, margin=settings.person_margin, strategy=strategy,
             rejected={i: r for i, r in rejected.items() if r}, cannot_link=cannot, candidates=candidates, suggest=rows is None,
         )
@@ -326,7 +329,7 @@ def cluster_unknown(
     labels = np.full(len(rows), -1, dtype=np.int64)
     if len(rows) >= 2:
         everyone = cluster_mod.cluster_faces(
-            lib.X, method, threshold=threshold, min_size=1, k=settings.unknown_knn, groups=lib.image_ids, seed=0,
+            lib.X, method, threshold=threshold, min_size=min(2, max(1, min_size)), k=settings.unknown_knn, groups=lib.image_ids, seed=0,
             must_link=_queue_pairs(settings, lib, "must_link_pairs"), cannot_link=_queue_pairs(settings, lib, "cannot_link_pairs"),
         )
         named = np.array([p is not None for p in lib.person_ids], dtype=bool)

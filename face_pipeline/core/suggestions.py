@@ -415,6 +415,7 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
         else:  # no longer asked (or a duplicate): superseded
             row.status, row.answered_at, row.actor = SUGGESTION_STALE, now, PIPELINE_ACTOR
     new: list[tuple[SuggestionRecord, Suggestion]] = []
+    confirmed: list[int] = []
     for fp, y in kept.items():
         row = existing.get(fp)
         values = dict(score=float(y.score), bar=float(y.bar), priority=float(priority[fp]), cluster_id=y.cluster_id,
@@ -423,13 +424,16 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
             for k, v in values.items():
                 if getattr(row, k) != v:
                     setattr(row, k, v)
-            row.updated_at = now
+            confirmed.append(row.id)
             continue
         new.append((SuggestionRecord(kind=y.kind, status=SUGGESTION_OPEN, fingerprint=fp, source=PIPELINE_ACTOR, person_id=y.person_id,
                                      other_person_id=y.other_person_id, faces=len(y.face_ids), other_faces=len(y.other_face_ids),
                                      created_at=now, updated_at=now, **values), y))
     s.add_all([row for row, _ in new])
     s.flush()  # one batched INSERT … RETURNING: the ids, before the faces point at them
+    for chunk in _chunks(confirmed, 5000):  # one statement, not an UPDATE per unchanged question
+        s.execute(update(SuggestionRecord).where(SuggestionRecord.id.in_(chunk)).values(updated_at=now)
+                  .execution_options(synchronize_session=False))
     face_rows = [dict(suggestion_id=row.id, face_id=f, side=side) for row, y in new
                  for side, fids in ((0, y.face_ids), (1, y.other_face_ids)) for f in fids]
     for chunk in _chunks(face_rows, 5000):
@@ -685,15 +689,17 @@ def _shape_of_row(row: SuggestionRecord) -> str:
 
 
 @contextmanager
-def _one_vector_client(settings: Settings) -> Iterator[None]:
-    """Hold the vector store open while several label operations run, so their payload syncs share one client
-    (the client is shared within the process) instead of opening the store once per face. Busy or down: the
-    operations run anyway and leave their faces dirty, as they always do."""
+def _one_vector_client(settings: Settings, syncs: int) -> Iterator[None]:
+    """Hold the vector store open while label operations that each push a payload run (``syncs`` of them), so
+    they share one client (the client is shared within the process) instead of opening the store once per face.
+    Not opened for one push or none: opening a large local store costs more than the label itself. Busy or down:
+    the operations run anyway and leave their faces dirty, as they always do."""
     from face_pipeline.core.vectors import open_vector_client
 
     with ExitStack() as stack:
         try:
-            stack.enter_context(open_vector_client(settings))
+            if syncs > 1:
+                stack.enter_context(open_vector_client(settings))
         except Exception as exc:  # VectorStoreBusy, a server down: the label operations handle it themselves
             log.info("vector store not held for this answer: %s", exc)
         yield
@@ -760,7 +766,7 @@ def _label_group(settings: Settings, face_ids: list[str], cluster_id: str | None
             chosen.append(group[0].face_id)
             conflicts.extend(f.face_id for f in group[1:])
     results = []
-    with _one_vector_client(settings):
+    with _one_vector_client(settings, len(chosen)):
         for fid in sorted(chosen):
             r = labels.label_face(settings, fid, person_ref, actor=actor, reason=reason)
             person_ref = r.person_id or person_ref  # a new name is created once, then referred to by id
@@ -893,7 +899,10 @@ def reject_suggestion(settings: Settings, suggestion_id: int, *, actor: str = "u
     reason = f"suggestion {plan.id}"
     answer: dict = {"answer": "no"}
     if plan.shape == SHAPE_TO_PERSON:
-        with _one_vector_client(settings):
+        with session_scope(settings.sql_url) as s:  # faces that have the person lose it: those payloads change
+            holding = sum(1 for chunk in _chunks(plan.faces) for _ in s.scalars(select(FaceInstance.face_id).where(
+                FaceInstance.face_id.in_(chunk), FaceInstance.person_id == plan.person_id)))
+        with _one_vector_client(settings, holding):
             results = [labels.reject_face(settings, fid, plan.person_id, actor=actor, reason=reason) for fid in plan.faces]
         res = _combined("reject_suggestion", results, plan.person_id)
         answer.update(faces=len(plan.faces))

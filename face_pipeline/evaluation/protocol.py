@@ -154,23 +154,26 @@ def _defaults(cfg: OursConfig) -> OursConfig:
     )
 
 
-def cluster_everyone(d: LabelledFaces, cfg: OursConfig | None = None) -> tuple[np.ndarray, float]:
+def cluster_everyone(d: LabelledFaces, cfg: OursConfig | None = None, threshold: float | None = None) -> tuple[np.ndarray, float]:
+    """The product's clustering of every face (``threshold`` overrides the link, e.g. ``naming.FINE_LINK``)."""
     from face_pipeline.core.cluster import cluster_faces
 
     cfg = _defaults(cfg or OursConfig())
     t0 = time.perf_counter()
-    labels = cluster_faces(d.X, cfg.method, threshold=cfg.threshold, min_size=1, groups=d.photo.tolist(), seed=0)
+    labels = cluster_faces(d.X, cfg.method, threshold=threshold or cfg.threshold, min_size=2, groups=d.photo.tolist(), seed=0)
     return labels, time.perf_counter() - t0
 
 
-def run_ours(d: LabelledFaces, split: Split, clusters: np.ndarray, cfg: OursConfig | None = None):
-    """(person, groups, seconds, naming) of the product's rules for ``split`` on precomputed ``clusters``."""
+def run_ours(d: LabelledFaces, split: Split, clusters: np.ndarray, cfg: OursConfig | None = None, fine: np.ndarray | None = None):
+    """(person, groups, seconds, naming) of the product's rules for ``split`` on precomputed ``clusters`` (and the
+    stricter ``fine`` clustering at ``naming.FINE_LINK``, as organize uses)."""
     from face_pipeline.core.naming import name_faces, unknown_groups
 
     cfg = _defaults(cfg or OursConfig())
     t0 = time.perf_counter()
     res = name_faces(d.X, split.human, groups=d.photo.tolist(), quality=d.quality, clusters=clusters, direct=cfg.direct,
-                     impostor=cfg.impostor, min_quality=cfg.min_quality, group_names=cfg.group_names)
+                     impostor=cfg.impostor, min_quality=cfg.min_quality, group_names=cfg.group_names,
+                     fine_clusters=fine)
     groups = unknown_groups(clusters, res.person, min_size=2)
     return res.person, groups, time.perf_counter() - t0, res
 

@@ -449,3 +449,67 @@ def test_a_group_and_a_person(settings, tpl):
         assert {r.face_id for r in s.scalars(select(FaceRejection).where(FaceRejection.person_id == tpl.bob))} == set(f[2])
     res = sg.accept_suggestion(settings, by_person[tpl.alice].id, actor="tester")
     assert sorted(res.changed + res.conflicts) == sorted(f[3]) and {face(settings, x).person_id for x in res.changed} == {tpl.alice}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# end to end: organise asks, a person answers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_organise_asks_and_the_answer_becomes_a_label(settings, tpl):
+    """With the naming bar set above what any match reaches, organise must not name Alice's third photo; the
+    evidence (above the impostor bar) becomes a question instead, and a yes makes it a human label."""
+    f = tpl.faces
+    strict = Settings(home=settings.home_dir, database_url=None, qdrant_url=None, person_match_threshold=0.99)
+    rep = organize.supervised_assignment(strict)
+    assert face(strict, f[0][2]).person_id is None  # not named: below the bar
+    assert rep.suggestions, "organise made no suggestion"
+    about_alice = [q for q in sg.list_suggestions(strict, limit=500) if q.person and q.person.person_id == tpl.alice]
+    asked = [q for q in about_alice if f[0][2] in {x.face_id for x in q.faces}]
+    assert asked, f"no open question puts Alice's third photo to Alice: {[(q.kind, q.face_count) for q in about_alice]}"
+    assert 0 < sg.count_suggestions(strict) <= len(rep.suggestions)
+
+    res = sg.accept_suggestion(strict, asked[0].id, actor="tester")
+    assert f[0][2] in res.changed
+    got = face(strict, f[0][2])
+    assert got.person_id == tpl.alice and got.assignment_source in ("manual", "cluster")
+
+    # organise again: the answered question is not asked again, and the label stands
+    organize.supervised_assignment(strict)
+    again = [q for q in sg.list_suggestions(strict, limit=500) if f[0][2] in {x.face_id for x in q.faces}]
+    assert again == [] and face(strict, f[0][2]).person_id == tpl.alice
+    assert sg.get_suggestion(strict, asked[0].id).status == "accepted"
+
+
+def test_organise_never_asks_or_names_again_after_a_no(settings, tpl, tmp_path, monkeypatch):
+    f = tpl.faces
+    control = home_from_template(tpl, tmp_path / "control", monkeypatch)  # the same library, nobody said no
+    organize.supervised_assignment(control)
+    assert face(control, f[0][2]).person_id == tpl.alice  # at the default bar her third photo is named
+    strict = Settings(home=settings.home_dir, database_url=None, qdrant_url=None, person_match_threshold=0.99)
+    organize.supervised_assignment(strict)
+    asked = [q for q in sg.list_suggestions(strict, limit=500)
+             if q.person and q.person.person_id == tpl.alice and f[0][2] in {x.face_id for x in q.faces}]
+    assert asked
+    sg.reject_suggestion(strict, asked[0].id, actor="tester")
+
+    organize.supervised_assignment(strict)  # asks again: not this
+    assert not [q for q in sg.list_suggestions(strict, limit=500)
+                if q.person and q.person.person_id == tpl.alice and f[0][2] in {x.face_id for x in q.faces}]
+    organize.supervised_assignment(settings)  # the default bar: the "no" holds
+    assert face(settings, f[0][2]).person_id != tpl.alice
+
+
+def test_a_name_chooses_who_a_merge_keeps(settings, tpl):
+    f = tpl.faces
+    dave = labels.label_face(settings, f[3][0], "Dave", actor="tester").person_id
+    labels.label_face(settings, f[3][1], dave, actor="tester")
+    dan = labels.label_face(settings, f[3][2], "Dan", actor="tester").person_id
+    store(settings, [Suggestion("same_person", (), person_id=dave, other_person_id=dan, score=0.5, bar=0.6)])
+    (q,) = sg.list_suggestions(settings)
+    with pytest.raises(InvalidInput):
+        sg.accept_suggestion(settings, q.id, name="Alice")  # neither of the two
+    res = sg.accept_suggestion(settings, q.id, name="Dan", actor="tester")  # the smaller one keeps the name
+    assert res.person_id == dan and sorted(res.changed) == sorted(f[3][:2])
+    with session_scope(settings.sql_url) as s:
+        assert s.get(Person, dave).merged_into == dan

@@ -62,7 +62,7 @@ def test_webserver_lists_assets_sensors_and_schedule(tmp_path):
         assert {("face_detections",), ("face_embeddings",), ("supervised_assignments",), ("unknown_clusters",),
                 ("projection_head",), ("reembedded_faces",)} <= assets
         repo = data["repositoriesOrError"]["nodes"][0]
-        assert {s["name"] for s in repo["sensors"]} == {"photo_inbox_sensor", "label_change_sensor"}
+        assert {s["name"] for s in repo["sensors"]} == {"photo_inbox_sensor", "label_change_sensor", "organize_after_ingest", "dead_run_sensor"}
         assert [(s["name"], s["cronSchedule"]) for s in repo["schedules"]] == [("nightly_refresh", "0 2 * * *")]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
