@@ -75,7 +75,8 @@ def _interpolate(value, env: dict[str, str]):
 @pytest.fixture(scope="module")
 def compose() -> dict:
     raw = yaml.safe_load((DOCKER / "compose.yaml").read_text())
-    return _interpolate(raw, {"POSTGRES_PASSWORD": "pw", "QDRANT_API_KEY": "key", "PHOTOS_DIR": "/srv/photos"})
+    return _interpolate(raw, {"POSTGRES_PASSWORD": "pw", "QDRANT_API_KEY": "key", "PHOTOS_DIR": "/srv/photos",
+                              "FACE_WEB_TOKEN": "t", "FACE_WEB_ADMIN_TOKEN": "a"})
 
 
 IMAGE_FILES = {"/opt/dagster/dagster_home/workspace.yaml": DOCKER / "workspace.yaml"}  # COPY in both Dockerfiles
@@ -105,10 +106,12 @@ def test_compose_has_the_production_layout(compose):
     raw = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     for name, svc in raw["services"].items():
         for var, value in (svc.get("environment") or {}).items():
-            if "PASSWORD" in var or "API_KEY" in var:
+            if "PASSWORD" in var or "API_KEY" in var or "TOKEN" in var:
                 assert str(value).startswith("${") and ":?" in str(value), f"{name}: {var} must come from the environment"
     url = raw["x-face-env"]["DATABASE_URL"]
     assert "${POSTGRES_PASSWORD:?" in url
+    review = raw["services"]["review"]["environment"]
+    assert "FACE_WEB_TOKEN" in review and "FACE_WEB_ADMIN_TOKEN" in review  # 0.0.0.0 needs tokens on every request
 
 
 def _console_scripts() -> dict[str, object]:
