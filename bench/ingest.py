@@ -12,6 +12,9 @@ beside it because it moves far less when other jobs compete for the cores. Below
 ``--profile``) one more pipeline run is broken down by stage (timing wrappers around core.ingest's steps, wall
 and CPU), which also gives the model share of that single run — a ratio no outside load can skew.
 
+The bare-model bound is also printed for the old fixed 640×640 detector input and the fitted input now used
+(``FACE_DET_INPUT``; see bench/detector_input.py for the no-face-lost comparison).
+
 Usage: .venv/bin/python bench/ingest.py [--data DIR] [--limit N] [--threads N] [--repeat 2] [--profile] [--strict]
 (``--strict``: exit 1 when the wall-time ratio misses the target; by default the verdict is only printed, so
 ``make bench`` goes on to the other benchmarks.)
@@ -174,6 +177,20 @@ def profile(models: FaceModels, batch_folder: Path, work: Path, threads: int) ->
     print(f"  in-run model share (same run, so load-independent): wall {m_wall / seconds:.3f}, cpu {m_cpu / cpu:.3f}")
 
 
+# ------------------------------------------------------------------------------- detector input rules (issue 11) ---
+def bound_by_detector_rule(models: FaceModels, images: list[np.ndarray], repeat: int) -> None:
+    """The bare-model bound under the old fixed 640×640 detector input and under the rule now in use
+    (``det_input=fit``): same images, models, threads; best of ``repeat`` after a warm-up pass each."""
+    fixed = FaceModels(models.settings.model_copy(update={"det_input": "fixed"}))
+    fitted = FaceModels(models.settings.model_copy(update={"det_input": "fit"}))
+    print(f"\nbare-model bound by detector input rule ({len(images)} photos, best of {max(1, repeat)}):")
+    print(f"  {'rule':<34}{'faces':>7}{'best s':>8}{'photos/s':>10}")
+    for label, m in (("old: " + fixed.detection_rule, fixed), ("new: " + fitted.detection_rule, fitted)):
+        run_bare(m, images[: min(16, len(images))])
+        best = min((run_bare(m, images) for _ in range(max(1, repeat))), key=lambda r: r[0])
+        print(f"  {label:<34}{best[2]:>7}{best[0]:>8.2f}{best[1] / best[0]:>10.2f}")
+
+
 # ------------------------------------------------------------------------------------------------------ main ---
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -226,6 +243,7 @@ def main() -> int:
         print(f"ratio pipeline/bound, photos/s (best wall): {ratio:.3f}  target >= {TARGET}: {verdict(ratio)}")
         print(f"ratio by process cpu time (steadier when the machine is shared): {cpu_ratio:.3f}  {verdict(cpu_ratio)}"
               f"   [load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores]")
+        bound_by_detector_rule(models, images, args.repeat)  # issue 11: old fixed 640 vs the fitted input
         if args.profile or ratio < TARGET:
             profile(models, batch_folder, work, args.threads)
         return 1 if args.strict and ratio < TARGET else 0

@@ -168,6 +168,18 @@ def _progress_display():
     return show()
 
 
+# --- --queue (issue 11): submit to the instance's run queue instead of running here ----------------------------
+QUEUE_HELP = "Submit the run to the Dagster instance's queue (the daemon starts it) and print its run id."
+
+
+def _queue(job_name: str, *, partition_key: str | None = None, run_config: dict | None = None) -> None:
+    from face_pipeline.launch import submit_job
+
+    run_id = submit_job(job_name, partition_key=partition_key, run_config=run_config)
+    console.print(f"queued run {run_id} ({job_name}{', batch ' + partition_key if partition_key else ''})")
+# --- end --queue ---------------------------------------------------------------------------------------------
+
+
 @app.command()
 def init() -> None:
     """Create the home folder, the SQL schema and the embedded Dagster instance config."""
@@ -188,6 +200,7 @@ def samples(dest: Optional[Path] = typer.Option(None, "--dest", help="Where to c
 def ingest(
     photos_dir: Path = typer.Argument(..., help="Folder of photos (searched recursively)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch name (default: the folder's name)."),
+    queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),  # issue 11
 ) -> None:
     """Register PHOTOS_DIR as a batch and materialise its face detections and embeddings."""
     from face_pipeline.core.inbox import validate_batch_name
@@ -202,6 +215,8 @@ def ingest(
     name = batch_for_folder(settings, photos_dir, batch)
     with _instance() as instance:
         instance.add_dynamic_partitions(photo_batches.name, [name])
+    if queue:  # issue 11: the daemon runs it, and its organize_after_ingest sensor the follow-up
+        return _queue("ingest_batch", partition_key=name)
     console.print(f"ingesting batch [bold]{escape(name)}[/] from {escape(str(photos_dir.resolve()))}")
     _run_job("ingest_batch", partition_key=name)
     _print_batch(settings, name)
@@ -370,13 +385,18 @@ def cluster(
     unknown_min_size: Optional[int] = typer.Option(None, "--unknown-min-size", help="Smallest unknown cluster kept."),
     unknown_threshold: Optional[float] = typer.Option(None, "--unknown-threshold", help="Cosine that links two unknown faces."),
     use_trained_model: bool = typer.Option(False, "--use-trained-model", help="Work in the promoted projection space."),
+    queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),  # issue 11
 ) -> None:
     """Assign known people, then cluster the unknown faces (the whole library)."""
     from face_pipeline.core.cluster import METHODS
 
     if unknown_method and unknown_method not in METHODS:
         raise CliError(f"--unknown-method must be one of {', '.join(METHODS)}")
-    _run_organize(_organize_run_config(person_threshold, unknown_method, unknown_min_size, unknown_threshold, use_trained_model))
+    run_config = _organize_run_config(person_threshold, unknown_method, unknown_min_size, unknown_threshold, use_trained_model)
+    if queue:  # issue 11
+        _settings(runs_jobs=True)
+        return _queue("organize_library", run_config=run_config)
+    _run_organize(run_config)
     stats(as_json=False)
 
 
@@ -384,9 +404,14 @@ def cluster(
 def reassign(
     person_threshold: Optional[float] = typer.Option(None, "--person-threshold"),
     use_trained_model: bool = typer.Option(False, "--use-trained-model", help="Work in the promoted projection space."),
+    queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),  # issue 11
 ) -> None:
     """Re-run assignment and clustering, optionally in the trained (projected) space."""
-    _run_organize(_organize_run_config(person_threshold, None, None, None, use_trained_model))
+    run_config = _organize_run_config(person_threshold, None, None, None, use_trained_model)
+    if queue:  # issue 11
+        _settings(runs_jobs=True)
+        return _queue("organize_library", run_config=run_config)
+    _run_organize(run_config)
     stats(as_json=False)
     if use_trained_model:  # say which head ran and what it may decide (training branch)
         from face_pipeline.core.heads import live_named_head
@@ -590,12 +615,15 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate"),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),  # issue 11
 ) -> None:
     """Train a head on your labels; it is used (to decide among named people) only if the gate finds it helps.
 
     Exit 0 for every answer: trained, refused by the gate, not enough labels."""
     _settings(runs_jobs=True)
     cfg = {k: v for k, v in {"epochs": epochs, "margin": margin, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}.items() if v is not None}
+    if queue:  # issue 11
+        return _queue("train_projection", run_config={"ops": {"projection_head": {"config": cfg}}})
     # the same run path as every pipeline command: dead runs recovered, pool waited for, log lines only with --verbose;
     # the outcome is reported below, so its check is not repeated as a "check failed" line
     result = _run_job("train_projection", run_config={"ops": {"projection_head": {"config": cfg}}},

@@ -1,7 +1,7 @@
 """Runs that died: find them by their process, fail them, free their pool slots; and bounded waits for a pool.
 
 Why: a run executed on this host (the embedded default) that is killed with SIGKILL (power cut, OOM killer,
-``kill -9``) never writes its failure event. Dagster then believes it is still STARTED, and the ``face_vectors``
+``kill -9``) never writes its failure event. Dagster then believes it is still STARTED, and the ``face_library``
 pool slot its step claimed stays claimed — every later run waits for that slot forever. Dagster's own run
 monitoring cannot tell for in-process runs whether the worker is alive, so each run records its worker here:
 ``DAGSTER_HOME/run_workers/<run_id>.json`` = {pid, host, process start time}. A run whose recorded process is gone
@@ -27,7 +27,8 @@ from dagster._core.storage.dagster_run import FINISHED_STATUSES, NOT_FINISHED_ST
 
 from face_pipeline.core.errors import LibraryNotReady
 
-QDRANT_POOL = "face_vectors"  # runs that open the Qdrant folder share this pool (limit 1 in local mode)
+# issue 11: the pool of the library-wide steps and (local mode) of every Qdrant writer; named in defs/pools.py
+from face_pipeline.defs.pools import LIBRARY_POOL as QDRANT_POOL
 WORKERS_DIR = "run_workers"
 _ALIVE_STATUSES = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
@@ -94,7 +95,7 @@ class RecoveredRun:
 
     def describe(self) -> str:
         pid = f" (process {self.pid} is gone)" if self.pid else ""
-        return f"run {self.run_id[:8]} of {self.job_name}{pid}: marked failed" + ("; its face_vectors pool slot freed" if self.freed_slots else "")
+        return f"run {self.run_id[:8]} of {self.job_name}{pid}: marked failed" + (f"; its {QDRANT_POOL} pool slot freed" if self.freed_slots else "")
 
 
 def recover_dead_runs(instance: dg.DagsterInstance) -> list[RecoveredRun]:

@@ -39,7 +39,20 @@ class Settings(BaseSettings):
         description="Qdrant server URL; unset means Qdrant local mode in the home (one process at a time).",
     )
     qdrant_api_key: str | None = Field(default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "qdrant_api_key"))
-    qdrant_collection: str = "faces"
+    # --- production: library name & Qdrant server options (issue 11; the prefix is issue 8 scope 3) ---------
+    library: str = Field(
+        default="",
+        pattern=r"^([a-z0-9][a-z0-9_-]{0,47})?$",
+        description="FACE_LIBRARY: name of this library; its Qdrant collections are {library}_faces, "
+        "{library}_faces_proj … so libraries sharing one Qdrant server never touch each other's. Empty: faces, "
+        "faces_proj … (names derived in core.vectors.CollectionNames).",
+    )
+    qdrant_quantization: Literal["none", "int8"] = Field(
+        default="none",
+        description="int8: scalar quantization of new collections (4x less RAM for vectors; searches rescore "
+        "with the float32 originals). Ignored by local mode.",
+    )
+    # --- end production section ------------------------------------------------------------------------------
 
     # --- models -------------------------------------------------------------------------------------------
     model_name: str = Field(default="w600k_mbf", description="Name recorded with every embedding and checkpoint.")
@@ -50,7 +63,17 @@ class Settings(BaseSettings):
     )
     detector_file: str | None = None
     recognizer_file: str | None = None
-    det_size: int = 640
+    det_size: int = Field(default=640, description="Photos whose long side is below this are detected on a padded canvas; "
+                          "with det_input=fixed, also the square detector input.")
+    # --- detector input fitted to the photo (issue 11 scope 7) ---------------------------------------------
+    det_input: Literal["fit", "fixed"] = Field(
+        default="fit",
+        description="fit: detector input sized to the photo (never upscaled into a larger canvas, long side capped "
+        "at det_max_side, extreme aspect ratios tiled); fixed: every photo resized into det_size x det_size.",
+    )
+    det_max_side: int = Field(default=1024, ge=128, description="Longest detector input side (fit): larger photos are scaled down to it.")
+    det_tile_aspect: float = Field(default=3.0, gt=1.0, description="Photos longer than this many times their short side are detected in overlapping tiles (fit).")
+    # --- end detector input section ---------------------------------------------------------------------------
     det_threshold: float = 0.5
     min_face_size: int = Field(default=20, description="Faces whose shorter bbox side is below this (px) are dropped.")
     embed_batch_size: int = 32
@@ -147,6 +170,13 @@ class Settings(BaseSettings):
     @property
     def sql_url(self) -> str:
         return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def qdrant_collection(self) -> str:
+        """The raw 512-d collection of this library (derived from ``library``; see core.vectors)."""
+        from face_pipeline.core.vectors import CollectionNames
+
+        return CollectionNames.for_library(self.library).faces
 
     @property
     def qdrant_path(self) -> Path:

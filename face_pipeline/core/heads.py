@@ -37,11 +37,13 @@ from face_pipeline.core import face_state
 from face_pipeline.core.ingest import batch_dir
 from face_pipeline.core.organize import human_label_changes_since
 from face_pipeline.core.train import TrainingStatus
-from face_pipeline.core.vectors import FaceRecord, FaceVectorStore
+from face_pipeline.core.vectors import CollectionNames, FaceRecord, FaceVectorStore
 from face_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-PROJ_ALIAS = "faces_proj"
+# The default library's projected alias (FACE_LIBRARY unset); code derives names from the settings through
+# vectors.CollectionNames (issue 11).
+PROJ_ALIAS = CollectionNames().projected_alias
 #: at most this many unlabelled faces (seeded sample) hold the head in place; more adds time, not information
 MAX_UNLABELLED = 20_000
 
@@ -377,10 +379,11 @@ def reembed_faces(settings: Settings, store: FaceVectorStore) -> ReembedReport:
     keep = [i for i, f in enumerate(ids) if f in payloads]
     out_dim = int(state["fc2.weight"].shape[0])
     Z = train_mod.project(state, X[keep]) if keep else np.zeros((0, out_dim), dtype=np.float32)
-    proj = FaceVectorStore(store.client, PROJ_ALIAS, dim=out_dim)
-    name = f"{PROJ_ALIAS}_v{head.version}"
+    names = CollectionNames.of(settings)  # issue 11: every name from the library prefix
+    proj = FaceVectorStore(store.client, names.projected_alias, dim=out_dim, quantization=store.quantization)
+    name = names.projected_version(head.version)
     records = [FaceRecord(ids[i], Z[j], payloads[ids[i]]) for j, i in enumerate(keep)]
-    if proj._alias_target(PROJ_ALIAS) == name:
+    if proj._alias_target(names.projected_alias) == name:
         # This head is already live (a re-run after new photos, or after a retrain the gate refused). Rebuilding
         # would delete the collection searches are using, and with it the alias. Same head, same vectors: upsert
         # in place (new faces appear, the others are rewritten identically) and drop faces that no longer exist.
@@ -392,7 +395,8 @@ def reembed_faces(settings: Settings, store: FaceVectorStore) -> ReembedReport:
         proj.create_collection(name, proj.dim)
         proj.upsert(records, collection=name)
         previous = proj.switch_alias(name)
-    removed = [c for c in proj.collections_with_prefix(f"{PROJ_ALIAS}_v") if c != name]
+    # Only this library's superseded versions: another library's collections on a shared server are not ours.
+    removed = [c for c in proj.collection_names() if names.is_projected_version(c) and c != name]
     for c in removed:
         store.client.delete_collection(c)
     with session_scope(settings.sql_url) as s:

@@ -74,14 +74,37 @@ def model_paths(settings: Settings) -> tuple[Path, Path]:
     )
 
 
+GPU_FIX = "pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1"
+
+
+def pick_providers(requested: str | None, available: list[str], gpu_build_installed: bool) -> tuple[list[str], str | None]:
+    """(providers, warning): what was asked for (FACE_PROVIDERS), else CUDA first when this onnxruntime offers it,
+    then CPU. The warning says when onnxruntime-gpu is installed but its CPU twin's files won (CUDA missing):
+    insightface requires the ``onnxruntime`` distribution, and both write the same package."""
+    if requested:
+        return [p.strip() for p in requested.split(",") if p.strip()], None
+    chosen = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or list(available)
+    warning = None
+    if gpu_build_installed and "CUDAExecutionProvider" not in available:
+        warning = (f"onnxruntime-gpu is installed but CUDA is not offered (providers: {', '.join(available)}); "
+                   f"the CPU onnxruntime's files were installed over it: run `{GPU_FIX}`")
+    return chosen, warning
+
+
 def choose_providers(settings: Settings) -> list[str]:
     """CUDA first when onnxruntime-gpu is installed and sees a GPU, CPU otherwise (or as told)."""
-    if settings.providers:
-        return [p.strip() for p in settings.providers.split(",") if p.strip()]
+    from importlib.metadata import PackageNotFoundError, version
+
     import onnxruntime
 
-    available = onnxruntime.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or available
+    try:
+        gpu_build = bool(version("onnxruntime-gpu"))
+    except PackageNotFoundError:
+        gpu_build = False
+    providers, warning = pick_providers(settings.providers, onnxruntime.get_available_providers(), gpu_build)
+    if warning:
+        log.warning(warning)
+    return providers
 
 
 def _session_options(threads: int):
@@ -130,19 +153,31 @@ class FaceModels:
         return self.settings.model_name if self.settings.model_dir is None else self.recognizer_path.stem
 
     # -- detection -------------------------------------------------------------------------------------------
+    @property
+    def detection_rule(self) -> str:
+        """A name for how detector inputs are sized; caches of detections/embeddings should key on it."""
+        s = self.settings
+        if s.det_input == "fixed":
+            return f"fixed{s.det_size}"
+        return f"fit{s.det_max_side}-small{s.det_size}-tile{s.det_tile_aspect:g}"
+
+    def input_size_for(self, h: int, w: int) -> tuple[int, int]:
+        """(width, height) of the detector input for an image of h×w pixels (see :func:`fit_input_size`)."""
+        if self.settings.det_input == "fixed":
+            return self.det_size
+        return fit_input_size(h, w, self.settings.det_max_side)
+
     def _detect_raw(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        bboxes, kpss = self.detector.detect(img, input_size=self.det_size, max_num=0)
+        h, w = img.shape[:2]
+        bboxes, kpss = self.detector.detect(img, input_size=self.input_size_for(h, w), max_num=0)
         if kpss is None:
             kpss = np.zeros((len(bboxes), 5, 2), dtype=np.float32)
         return bboxes, kpss
 
-    def detect(self, img: np.ndarray) -> list[DetectedFace]:
-        """Faces in a BGR uint8 image.
-
-        A face that fills the frame (tight crops, avatars) is invisible to SCRFD because its anchors expect
-        context around a face. Small images are therefore always detected on a padded canvas, and a large
-        image that yields nothing is tried once more padded. Coordinates are mapped back and clipped.
-        """
+    def _detect_whole(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One image (or tile): small ones on a padded canvas, large ones as they are and padded if that finds
+        nothing. A face that fills the frame (tight crops, avatars) is invisible to SCRFD because its anchors
+        expect context around a face."""
         h, w = img.shape[:2]
         small = max(h, w) < self.settings.det_size
         bboxes, kpss = (np.zeros((0, 5)), np.zeros((0, 5, 2))) if small else self._detect_raw(img)
@@ -154,6 +189,53 @@ class FaceModels:
                 bboxes = bboxes.copy()
                 bboxes[:, :4] -= pad
                 kpss = kpss - pad
+        return bboxes, kpss
+
+    def detect(self, img: np.ndarray) -> list[DetectedFace]:
+        """Faces in a BGR uint8 image.
+
+        The detector input is fitted to the photo (``det_input=fit``): a small photo is not blown up into a
+        640×640 canvas (4–6× the work for nothing), a large one keeps up to ``det_max_side`` pixels so small
+        background faces survive, and a photo much longer than wide (a panorama, a scanned film strip) is cut into
+        overlapping tiles, each detected on its own, so its faces are not shrunk to a few pixels. Coordinates are
+        mapped back and clipped; duplicates from tile overlaps are removed by NMS.
+        """
+        h, w = img.shape[:2]
+        tiles = [] if self.settings.det_input == "fixed" else tile_windows(h, w, self.settings.det_tile_aspect)
+        if not tiles:
+            bboxes, kpss = self._detect_whole(img)
+        else:
+            all_boxes, all_kps = [], []
+            for y0, y1, x0, x1 in tiles:
+                b, k = self._detect_whole(img[y0:y1, x0:x1])
+                if len(b):
+                    # A face cut by a window edge inside the photo is whole in the neighbouring window (overlap =
+                    # the short side): keep only boxes clear of interior cuts, so no half face survives.
+                    b, k = np.asarray(b, dtype=np.float32), np.asarray(k, dtype=np.float32)
+                    margin = 2.0
+                    clear = np.ones(len(b), dtype=bool)
+                    if x0 > 0:
+                        clear &= b[:, 0] > margin
+                    if x1 < w:
+                        clear &= b[:, 2] < (x1 - x0) - margin
+                    if y0 > 0:
+                        clear &= b[:, 1] > margin
+                    if y1 < h:
+                        clear &= b[:, 3] < (y1 - y0) - margin
+                    b, k = b[clear], k[clear]
+                if len(b):
+                    b = b.copy()
+                    b[:, [0, 2]] += x0
+                    b[:, [1, 3]] += y0
+                    k = np.asarray(k, dtype=np.float32) + np.array([x0, y0], dtype=np.float32)
+                    all_boxes.append(b)
+                    all_kps.append(k)
+            if all_boxes:
+                b, k = np.concatenate(all_boxes), np.concatenate(all_kps)
+                keep = nms(b, iou_threshold=0.4)
+                bboxes, kpss = b[keep], k[keep]
+            else:
+                bboxes, kpss = np.zeros((0, 5)), np.zeros((0, 5, 2))
         faces = []
         for box, kps in zip(bboxes, kpss):
             x1, y1, x2, y2 = (float(v) for v in box[:4])
@@ -179,6 +261,64 @@ class FaceModels:
         bs = max(1, self.settings.embed_batch_size)
         out = [np.asarray(self.recognizer.get_feat(crops[i : i + bs]), dtype=np.float32) for i in range(0, len(crops), bs)]
         return np.concatenate(out, axis=0)
+
+
+# Detector input sides (multiples of 32, SCRFD's largest stride). insightface builds one static-shape ONNX session
+# per input size, so sizes are drawn from this short ladder rather than fitted to the pixel: a library of photos
+# of every size still uses a handful of sessions.
+INPUT_SIDES = (96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1920, 2560)
+
+
+def _side(pixels: float, cap: int) -> int:
+    """The smallest ladder side holding ``pixels``, never above ``cap`` (rounded down to a multiple of 32)."""
+    cap32 = max(32, cap // 32 * 32)
+    for side in INPUT_SIDES:
+        if side >= cap32:
+            return cap32
+        if side >= pixels - 0.5:
+            return side
+    return cap32
+
+
+def fit_input_size(h: int, w: int, max_side: int) -> tuple[int, int]:
+    """(width, height) of the detector input for an h×w image: the image's own size (never scaled up beyond
+    the next ladder step), scaled down only when its long side exceeds ``max_side``."""
+    scale = min(1.0, max_side / max(h, w, 1))
+    return _side(w * scale, max_side), _side(h * scale, max_side)
+
+
+def tile_windows(h: int, w: int, max_aspect: float) -> list[tuple[int, int, int, int]]:
+    """Overlapping windows ``(y0, y1, x0, x1)`` along the long side of an image longer than ``max_aspect`` times
+    its short side (none otherwise). Each window is twice the short side long and starts one short side after the
+    previous one, so every face up to the short side wide lies whole inside some window."""
+    long_side, short = max(h, w), min(h, w)
+    if short <= 0 or long_side / short <= max_aspect:
+        return []
+    length, step = 2 * short, short
+    starts = list(range(0, max(long_side - length, 0) + 1, step))
+    if starts[-1] + length < long_side:
+        starts.append(long_side - length)
+    if h >= w:
+        return [(s, s + length, 0, w) for s in starts]
+    return [(0, h, s, s + length) for s in starts]
+
+
+def nms(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices of boxes (x1, y1, x2, y2, score) kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-boxes[:, 4], kind="stable")
+    keep: list[int] = []
+    while len(order):
+        i, rest = order[0], order[1:]
+        keep.append(int(i))
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+        iou = inter / np.maximum(area(boxes[i]) + area(boxes[rest]) - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=int)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

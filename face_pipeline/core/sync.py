@@ -18,7 +18,7 @@ from sqlalchemy import and_, select, update
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import FaceInstance
 from face_pipeline.core import face_state
-from face_pipeline.core.vectors import FaceVectorStore, VectorStoreBusy, open_vector_client, point_id
+from face_pipeline.core.vectors import CollectionNames, FaceVectorStore, VectorStoreBusy, open_vector_client, point_id
 from face_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def _existing(store: FaceVectorStore, face_ids: list[str]) -> set[str]:
 def _stores(settings: Settings, first: FaceVectorStore) -> list[FaceVectorStore]:
     """The given store plus the projected space's alias on the same client when one exists: both carry the same
     payload, and a person filter on either must see the new label."""
-    proj = FaceVectorStore(first.client, f"{settings.qdrant_collection}_proj")
+    proj = FaceVectorStore(first.client, CollectionNames.of(settings).projected_alias)  # issue 11: names in one place
     out = [first] if first.exists() else []
     if proj.exists() and proj.collection not in {st.collection for st in out}:
         out.append(proj)

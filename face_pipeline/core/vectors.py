@@ -5,13 +5,22 @@ Local mode (a folder, the embedded default) admits one process at a time, so cli
 :class:`VectorStoreBusy` when another process holds the folder. Callers that can wait (label operations) keep
 their change in SQL and mark the face ``payload_dirty``; the next pipeline run pushes it (:mod:`sync`).
 
-The raw 512-d vectors live in the collection ``faces``. Projected spaces are reached through an alias
-(``faces_proj`` → ``faces_proj_v{N}``) so a re-embedded collection is built beside the live one and switched
-atomically.
+The raw 512-d vectors live in the collection ``{prefix}faces``. Projected spaces are reached through an alias
+(``{prefix}faces_proj`` → ``{prefix}faces_proj_v{N}``) so a re-embedded collection is built beside the live one
+and switched atomically. ``prefix`` is ``FACE_LIBRARY`` + ``_`` (empty by default): every name is spelled in
+:class:`CollectionNames` only, so two libraries share a Qdrant server without touching each other's collections.
+
+Local mode and a server differ in what this module handles: payload indexes (keyword indexes on the filtered
+fields, created on a server; local mode scans and has none) and null payload values. Measured here: local
+mode keeps a null written by an upsert but *drops the key* when ``set_payload`` writes null, while a server
+stores the null. So a field cleared later (a face un-named) is deleted in both modes (``delete_payload``), readers
+use ``payload.get``, and "no person" is asked with :func:`no_person_filter` (``IsEmpty``: null or missing), which
+both modes answer alike; an equality match never matches either.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from contextlib import contextmanager
@@ -27,6 +36,43 @@ from face_pipeline.settings import Settings
 
 # Fixed namespace: the same face_id always maps to the same point id, so writing a face twice overwrites it.
 FACE_NAMESPACE = uuid.UUID("6f1f6b8e-2c0e-4f43-9d0b-5d2b8e0f4a11")
+
+
+# Payload fields that searches and deletes filter on: indexed on a Qdrant server (keyword indexes).
+INDEXED_PAYLOAD_FIELDS = ("person_id", "image_id", "batch")
+
+
+@dataclass(frozen=True)
+class CollectionNames:
+    """Every Qdrant collection and alias name of one library — the only place they are spelled."""
+
+    prefix: str = ""
+
+    @classmethod
+    def for_library(cls, library: str) -> "CollectionNames":
+        return cls(f"{library}_" if library else "")
+
+    @classmethod
+    def of(cls, settings: Settings) -> "CollectionNames":
+        return cls.for_library(settings.library)
+
+    @property
+    def faces(self) -> str:
+        """The raw 512-d face vectors."""
+        return f"{self.prefix}faces"
+
+    @property
+    def projected_alias(self) -> str:
+        """The alias searches use for the live projected space."""
+        return f"{self.prefix}faces_proj"
+
+    def projected_version(self, version: int) -> str:
+        """The collection holding head ``version``'s projected vectors."""
+        return f"{self.projected_alias}_v{int(version)}"
+
+    def is_projected_version(self, name: str) -> bool:
+        """True only for this library's versioned projected collections (never another library's)."""
+        return re.fullmatch(re.escape(self.projected_alias) + r"_v\d+", name) is not None
 
 
 class VectorStoreBusy(RuntimeError):
@@ -108,13 +154,30 @@ class FaceRecord:
     payload: dict
 
 
-class FaceVectorStore:
-    """Face vectors of one space (``raw`` 512-d or a projected space) behind an alias."""
+def is_local(client) -> bool:
+    """Qdrant local mode (a folder or ``:memory:``) rather than a server."""
+    from qdrant_client.local.qdrant_local import QdrantLocal
 
-    def __init__(self, client, alias: str = "faces", dim: int = 512):
+    return isinstance(getattr(client, "_client", None), QdrantLocal)
+
+
+def no_person_filter():
+    """Faces nobody is named on: person_id null or missing (the same answer in local mode and on a server)."""
+    from qdrant_client import models
+
+    return models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="person_id"))])
+
+
+class FaceVectorStore:
+    """Face vectors of one space (``raw`` 512-d or a projected space) behind an alias.
+
+    ``quantization`` ("none" | "int8", FACE_QDRANT_QUANTIZATION) applies to collections this store creates."""
+
+    def __init__(self, client, alias: str = CollectionNames().faces, dim: int = 512, quantization: str = "none"):
         self.client = client
         self.alias = alias
         self.dim = dim
+        self.quantization = quantization
 
     # -- collections & aliases ---------------------------------------------------------------------------------
     def _alias_target(self, alias: str) -> str | None:
@@ -141,7 +204,24 @@ class FaceVectorStore:
 
         if self.client.collection_exists(name):
             self.client.delete_collection(name)
-        self.client.create_collection(name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
+        quantization = None
+        if self.quantization == "int8":
+            # 1 byte per dimension kept in RAM; the float32 originals stay on disk for rescoring.
+            quantization = models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+            )
+        elif self.quantization != "none":
+            raise ValueError(f"unknown quantization {self.quantization!r}: use none or int8")
+        self.client.create_collection(
+            name,
+            vectors_config=models.VectorParams(
+                size=dim, distance=models.Distance.COSINE, datatype=models.Datatype.FLOAT32, on_disk=quantization is not None
+            ),
+            quantization_config=quantization,
+        )
+        if not is_local(self.client):  # local mode has no payload indexes (it scans)
+            for field_name in INDEXED_PAYLOAD_FIELDS:
+                self.client.create_payload_index(name, field_name=field_name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
 
     def switch_alias(self, collection: str) -> str | None:
         """Point the alias at ``collection`` in one atomic operation; returns the previous target."""
@@ -157,6 +237,9 @@ class FaceVectorStore:
 
     def collections_with_prefix(self, prefix: str) -> list[str]:
         return sorted(c.name for c in self.client.get_collections().collections if c.name.startswith(prefix))
+
+    def collection_names(self) -> list[str]:
+        return sorted(c.name for c in self.client.get_collections().collections)
 
     # -- points -----------------------------------------------------------------------------------------------------
     def upsert(self, records: Sequence[FaceRecord], collection: str | None = None, chunk: int = 512) -> int:
@@ -193,22 +276,28 @@ class FaceVectorStore:
         self.client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
 
     def set_payloads(self, updates: dict[str, dict]) -> int:
-        """Per-face payload changes (e.g. person_id after a label) in one round trip per chunk."""
+        """Per-face payload changes (e.g. person_id after a label) in one round trip per chunk. A field set to
+        ``None`` is deleted, the same in local mode and on a server (see the module docstring)."""
         from qdrant_client import models
 
         items = list(updates.items())
         if items:
             _fast_local_writes(self.client, self.collection)
         for i in range(0, len(items), 256):
-            ops = [
-                models.SetPayloadOperation(set_payload=models.SetPayload(payload=payload, points=[point_id(fid)]))
-                for fid, payload in items[i : i + 256]
-            ]
-            self.client.batch_update_points(self.collection, update_operations=ops, wait=True)
+            ops: list = []
+            for fid, payload in items[i : i + 256]:
+                kept = {k: v for k, v in payload.items() if v is not None}
+                cleared = [k for k, v in payload.items() if v is None]
+                if kept:
+                    ops.append(models.SetPayloadOperation(set_payload=models.SetPayload(payload=kept, points=[point_id(fid)])))
+                if cleared:
+                    ops.append(models.DeletePayloadOperation(delete_payload=models.DeletePayload(keys=cleared, points=[point_id(fid)])))
+            if ops:
+                self.client.batch_update_points(self.collection, update_operations=ops, wait=True)
         return len(items)
 
-    def count(self) -> int:
-        return int(self.client.count(self.collection, exact=True).count)
+    def count(self, flt=None) -> int:
+        return int(self.client.count(self.collection, count_filter=flt, exact=True).count)
 
     def iter_records(self, with_vectors: bool = True, page: int = 2048, collection: str | None = None) -> Iterator[FaceRecord]:
         offset = None

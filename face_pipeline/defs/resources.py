@@ -48,7 +48,7 @@ class FacePipelineResource(dg.ConfigurableResource):
     def vector_store(self, alias: str | None = None, dim: int = 512) -> Iterator[FaceVectorStore]:
         settings = self.settings()
         with open_vector_client(settings) as client:
-            yield FaceVectorStore(client, alias or settings.qdrant_collection, dim)
+            yield FaceVectorStore(client, alias or settings.qdrant_collection, dim, quantization=settings.qdrant_quantization)
 
 
 @dg.definitions

@@ -71,12 +71,15 @@ def test_t1_has_six_faces(models):
 def test_tight_112px_crop_is_found_only_thanks_to_padding(models):
     photo = load_photo(_sample("Tom_Hanks_54745.png"))
     assert (photo.width, photo.height) == (112, 112)
-    raw_boxes, _ = models._detect_raw(photo.image)
-    assert len(raw_boxes) == 0  # SCRFD alone misses a face that fills the frame ...
-    faces = models.detect(photo.image)
-    assert len(faces) == 1  # ... the padded retry finds it, mapped back into the 112×112 frame
-    x1, y1, x2, y2 = faces[0].bbox
-    assert 0 <= x1 < x2 <= 112 and 0 <= y1 < y2 <= 112 and (x2 - x1) > 50
+    # Blown up into the old fixed 640×640 input, SCRFD alone misses a face that fills the frame ...
+    fixed = FaceModels(models.settings.model_copy(update={"det_input": "fixed"}))
+    raw_boxes, _ = fixed._detect_raw(photo.image)
+    assert len(raw_boxes) == 0
+    for m in (fixed, models):  # ... the padded canvas finds it (fixed and fitted input), mapped back into the frame
+        faces = m.detect(photo.image)
+        assert len(faces) == 1
+        x1, y1, x2, y2 = faces[0].bbox
+        assert 0 <= x1 < x2 <= 112 and 0 <= y1 < y2 <= 112 and (x2 - x1) > 50
 
 
 def test_embedding_invariance_on_a_real_face(models, faces_dev):

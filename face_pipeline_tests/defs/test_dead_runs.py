@@ -50,7 +50,7 @@ def test_a_live_run_is_never_failed_and_a_wait_for_it_gives_up_naming_it(dagster
     record_run_worker(dagster_instance, run_id)  # this very process: alive
     assert recover_dead_runs(dagster_instance) == []
     said: list[str] = []
-    with pytest.raises(LibraryNotReady, match=rf"gave up after 1s waiting for the face_vectors pool held by run {run_id[:8]}"):
+    with pytest.raises(LibraryNotReady, match=rf"gave up after 1s waiting for the face_library pool held by run {run_id[:8]}"):
         wait_for_pool(dagster_instance, timeout_s=1, say=said.append, poll_s=0.2)
     assert said and "ingest_batch" in said[0] and "STARTED" in said[0]
     assert dagster_instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED

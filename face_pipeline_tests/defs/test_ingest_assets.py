@@ -72,7 +72,7 @@ def test_definitions_load():
     assert sensor.job_name == "ingest_batch"
     graph = defs.resolve_asset_graph()
     assert graph.get(face_embeddings.key).parent_keys == {face_detections.key}
-    assert graph.get(face_embeddings.key).pools == {"face_vectors"}
+    assert graph.get(face_embeddings.key).pools == {"face_library"}  # local mode: one Qdrant writer (issue 11)
 
 
 def test_materialize_a_batch_partition_and_rematerialize(settings, batch_folder, dagster_instance):
@@ -158,7 +158,7 @@ def test_production_dagster_yaml_instantiates_against_postgres(tmp_path, pg_data
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         assert instance.run_storage._engine.dialect.driver == "psycopg2"  # the scheme from the yaml
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-        assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1  # unsized pools: one step (issue 11)
 
         @dg.asset
         def tiny() -> int:

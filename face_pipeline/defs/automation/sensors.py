@@ -65,7 +65,7 @@ def label_change_sensor(context: dg.SensorEvaluationContext, face_pipeline: Face
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Runs of this host whose process died (kill -9, OOM, power cut) are marked failed and their "
-           "face_vectors pool slots freed, so the queue and later runs are never blocked by them.")
+           "face_library pool slots freed, so the queue and later runs are never blocked by them.")
 def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     recovered = recover_dead_runs(context.instance)
     for rec in recovered:

@@ -9,7 +9,9 @@ from face_pipeline.core.sync import sync_payloads
 from face_pipeline.defs.ingest.partitions import photo_batches
 from face_pipeline.defs.resources import FacePipelineResource
 
+from face_pipeline.defs.pools import INGEST_POOL, vector_write_pool  # issue 11: pools
 from face_pipeline.runs import QDRANT_POOL  # noqa: F401  (re-exported: the assets of other modules use it)
+from face_pipeline.settings import Settings
 
 
 def _failures_table(failures: list[tuple[str, str]], limit: int = 50) -> str:
@@ -33,6 +35,7 @@ def _progress(context: dg.AssetExecutionContext, what: str):
     partitions_def=photo_batches,
     group_name="ingest",
     kinds={"python", "onnx", "sql"},
+    pool=INGEST_POOL,  # issue 11: batches detect in parallel, as many as the face_ingest pool allows
     description="Every face in the batch's photos: boxes, landmarks, detector score; bad photos recorded with a reason.",
 )
 def face_detections(context: dg.AssetExecutionContext, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
@@ -60,7 +63,8 @@ def face_detections(context: dg.AssetExecutionContext, face_pipeline: FacePipeli
     deps=[face_detections],
     group_name="ingest",
     kinds={"python", "onnx", "qdrant"},
-    pool=QDRANT_POOL,
+    # issue 11: writes the vector store — one at a time in Qdrant local mode, in parallel on a server (defs/pools.py)
+    pool=vector_write_pool(Settings()),
     description="512-d ArcFace embedding and quality score of every face of the batch, in Qdrant and the batch's "
     "embedding file (new_faces_organized, requested when the ingest run succeeds, then places the new faces).",
 )

@@ -9,7 +9,8 @@ from face_pipeline.core.consistency import vector_store_disagreements
 from face_pipeline.core.doctor import diagnose, require_ready
 from face_pipeline.core.faults import fault_point
 from face_pipeline.core.sync import sync_payloads
-from face_pipeline.defs.ingest.assets import QDRANT_POOL, face_embeddings
+from face_pipeline.defs.ingest.assets import face_embeddings
+from face_pipeline.defs.pools import LIBRARY_POOL
 from face_pipeline.defs.resources import FacePipelineResource
 
 
@@ -39,7 +40,7 @@ def _space(face_pipeline: FacePipelineResource, config: OrganizeConfig):
     deps=[face_embeddings],
     group_name="organize",
     kinds={"python", "sql"},
-    pool=QDRANT_POOL,
+    pool=LIBRARY_POOL,  # issue 11: library-wide, one at a time (defs/pools.py)
     description="Faces of named people assigned automatically (with confidence and margin); human labels never change.",
 )
 def supervised_assignments(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
@@ -88,7 +89,7 @@ def _histogram_table(bins: dict[str, int]) -> str:
     deps=[supervised_assignments],
     group_name="organize",
     kinds={"python", "sql"},
-    pool=QDRANT_POOL,
+    pool=LIBRARY_POOL,  # issue 11: library-wide, one at a time (defs/pools.py)
     description="Faces nobody holds, grouped into stable unknown_cluster_N ids ready to be named; the rest is noise.",
 )
 def unknown_clusters(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:

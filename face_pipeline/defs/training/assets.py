@@ -8,7 +8,7 @@ import dagster as dg
 from face_pipeline.core import heads
 from face_pipeline.core.train import TrainingStatus, plot_losses
 from face_pipeline.defs.organize.assets import supervised_assignments
-from face_pipeline.defs.ingest.assets import QDRANT_POOL
+from face_pipeline.defs.pools import LIBRARY_POOL
 from face_pipeline.defs.resources import FacePipelineResource
 
 GATE_CHECK = "head_not_worse_than_raw"
@@ -59,6 +59,7 @@ def outcome_check_result(out: heads.TrainingOutcome) -> dg.AssetCheckResult:
     deps=[supervised_assignments],
     group_name="training",
     kinds={"pytorch"},
+    pool=LIBRARY_POOL,  # issue 11: library-wide, one at a time (defs/pools.py)
     output_required=False,
     check_specs=[dg.AssetCheckSpec(GATE_CHECK, asset="projection_head", blocking=True,
                                    description="trained / refused by the gate / not enough labels: the head is used only when "
@@ -115,7 +116,7 @@ def projection_head(context: dg.AssetExecutionContext, config: TrainingConfig, f
     deps=[projection_head],
     group_name="training",
     kinds={"qdrant"},
-    pool=QDRANT_POOL,
+    pool=LIBRARY_POOL,  # issue 11: library-wide, one at a time (defs/pools.py)
     description="Every face through the promoted head into faces_proj_v{N}; alias faces_proj switched atomically.",
 )
 def reembedded_faces(context: dg.AssetExecutionContext, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
