@@ -77,7 +77,10 @@ def _key(folder: Path, settings) -> str:
     det, rec = model_paths(settings)
     h = hashlib.sha256()
     for part in (str(folder.resolve()), det.name, str(det.stat().st_size), rec.name, str(rec.stat().st_size),
-                 str(settings.det_size), str(settings.det_threshold), str(settings.min_face_size)):
+                 str(settings.det_size), str(settings.det_threshold), str(settings.min_face_size),
+                 # how detector inputs are sized (fixed 640 or fitted to the photo): a new rule means new boxes
+                 str(getattr(settings, "det_input", "")), str(getattr(settings, "det_max_side", "")),
+                 str(getattr(settings, "det_tile_aspect", ""))):
         h.update(part.encode())
     return h.hexdigest()[:12]
 

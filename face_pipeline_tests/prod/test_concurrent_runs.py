@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from dagster import DagsterRunStatus
 from sqlalchemy import select
 

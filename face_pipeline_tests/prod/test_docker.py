@@ -6,11 +6,9 @@ values use only keys Dagster's chart documents."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from importlib.metadata import entry_points
-from pathlib import Path
 
 import click
 import pytest

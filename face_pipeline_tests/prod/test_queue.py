@@ -5,12 +5,11 @@ daemon runs here, so the runs stay queued)."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import dagster as dg
 from dagster import DagsterRunStatus
 
-from face_pipeline_tests.conftest import REPO_ROOT, copy_photos, lfw_people
+from face_pipeline_tests.conftest import copy_photos, lfw_people
 from face_pipeline_tests.test_cli import _run
 
 RUN_LINE = re.compile(r"queued run ([0-9a-f-]{36}) \(([a-z_]+)(?:, batch ([^)]+))?\)")
