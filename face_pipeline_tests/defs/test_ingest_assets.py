@@ -145,7 +145,7 @@ def test_production_dagster_yaml_instantiates_against_postgres(tmp_path, pg_data
     name, _ = pg_database()
     config_dir = tmp_path / "prod_dagster_home"
     config_dir.mkdir()
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", config_dir / "dagster.yaml")
+    shutil.copyfile(REPO_ROOT / "deploy" / "dagster.yaml", config_dir / "dagster.yaml")
     for key, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USERNAME": "postgres",
                        "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": name}.items():
         monkeypatch.setenv(key, value)

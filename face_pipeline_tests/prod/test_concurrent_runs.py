@@ -57,7 +57,7 @@ def test_four_batches_and_labels_at_once_on_the_production_instance(tmp_path, pg
     dagster_db, _ = pg_database()
     home, inbox, dagster_home = tmp_path / "home", tmp_path / "inbox", tmp_path / "dagster_home"
     dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
+    (dagster_home / "dagster.yaml").write_text((REPO_ROOT / "deploy" / "dagster.yaml").read_text())
     (dagster_home / "workspace.yaml").write_text(
         "load_from:\n  - python_module:\n      module_name: face_pipeline.definitions\n      location_name: face_pipeline\n")
     env = _daemon_env(dagster_home, app_url, dagster_db, home, inbox)
