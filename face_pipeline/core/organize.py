@@ -223,8 +223,9 @@ def supervised_assignment(
             if p >= 0:
                 updates[lib.face_ids[i]] = (persons[p], float(result.confidence[i]), float(result.margin[i]))
         rep.suggestions = [_suggestion(lib, persons, r) for r in result.suggestions]
-    for i in candidates:
-        updates.setdefault(lib.face_ids[i], (None, None, None))
+    for i in candidates:  # "nobody" only needs writing where automation had named the face before
+        if lib.person_ids[i] is not None:
+            updates.setdefault(lib.face_ids[i], (None, None, None))
     confidences = [c for p, c, _ in updates.values() if p is not None]
     rep.assigned = len(confidences)
     rep.mean_confidence = float(np.mean(confidences)) if confidences else 0.0
