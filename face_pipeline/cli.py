@@ -225,8 +225,8 @@ def ingest(
     inc = _materialization_metadata(follow, "new_faces_organized")
     if inc:
         console.print(f"new faces: {inc['assigned_to_known_people']} joined known people, {inc['joined_unknown_clusters']} "
-                      f"joined unknown clusters, {inc['still_unknown']} still unknown (grouped at the next full clustering: "
-                      "nightly, or `face-pipeline cluster`)")
+                      f"joined unknown clusters, {inc.get('new_unknown_clusters', 0)} new unknown clusters formed, "
+                      f"{inc['still_unknown']} alone (look like nobody else yet)")
 
 
 def _materialization_metadata(result, node: str) -> dict:

@@ -87,7 +87,7 @@ def test_ingest_records_the_run_in_the_homes_dagster_instance(cli_library):
     home, out = cli_library["home"], cli_library["ingest_out"]
     assert "summer_2024" in out and "3 photos" in out and "0 failed" in out
     # the follow-up organise ran and says what happened to the new faces; Dagster's log only under --verbose
-    assert "new faces: 0 joined known people" in out and "still unknown" in out
+    assert "new faces: 0 joined known people" in out and "new unknown clusters formed" in out
     assert " - dagster - " not in cli_library["ingest_err"] and "Traceback" not in cli_library["ingest_err"]
     assert (home / "face_pipeline.sqlite").is_file() and (home / "qdrant").is_dir()
     dagster_yaml = (home / "dagster_home" / "dagster.yaml").read_text()

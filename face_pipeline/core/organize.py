@@ -361,12 +361,14 @@ class IncrementalReport:
     new_faces: int = 0
     assigned: int = 0
     joined_clusters: int = 0
+    new_clusters: int = 0
     noise: int = 0
     seconds: float = 0.0
 
 
 def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Projector | None = None) -> IncrementalReport:
-    """Right after a batch is embedded: assign its faces to people, else to existing unknown clusters."""
+    """Right after a batch is embedded: assign its faces to people, else to existing unknown clusters, else group
+    them with each other and with the noise faces they resemble (new unknown clusters)."""
     t0 = time.perf_counter()
     lib = load_library(settings, project)
     pos = {f: i for i, f in enumerate(lib.face_ids)}
@@ -394,6 +396,7 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
             got = cluster_mod.assign_to_clusters(lib.X[rows], lib.X[old], old_labels, settings.unknown_threshold)
         else:
             got = np.full(len(rows), -1)
+        left: list[int] = []
         for local, i in enumerate(rows):
             fid = lib.face_ids[i]
             if got[local] >= 0:
@@ -401,12 +404,52 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
                 rep.joined_clusters += 1
             else:
                 wanted[fid] = face_state.noise_id(fid)
-                rep.noise += 1
+                left.append(i)
+        new_groups = _group_the_rest(settings, lib, left, new)
+        wanted.update(new_groups)
+        rep.new_clusters = len(set(new_groups.values()))
+        rep.noise = sum(1 for i in left if face_state.is_noise(wanted[lib.face_ids[i]]))
     with session_scope(settings.sql_url) as s:
+        if rows and new_groups:  # their numbers are taken: never handed out again
+            highest = max(face_state.unknown_cluster_number(c) or 0 for c in new_groups.values())
+            _set_state(s, "next_cluster_number", str(max(highest + 1, int(_state(s, "next_cluster_number", "1")))))
         for f in face_state.faces_by_id(s, wanted):
             face_state.set_unknown_group(f, wanted[f.face_id])
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def _group_the_rest(settings: Settings, lib: Library, left: list[int], new: set[str]) -> dict[str, str]:
+    """New faces that joined no person and no existing cluster are grouped with each other and with the library's
+    noise faces that resemble them, by the configured clustering method; each group holding a new face and at least
+    ``unknown_min_size`` faces gets a new stable ``unknown_cluster_N`` (so a new batch's strangers can be named the
+    same day, not after the nightly re-cluster). Only noise faces near a new face are looked at, so the cost
+    follows the batch, not the library."""
+    if not left:
+        return {}
+    noise = [i for i, c in enumerate(lib.cluster_ids)
+             if lib.person_ids[i] is None and face_state.is_noise(c) and lib.face_ids[i] not in new]
+    near: list[int] = []
+    if noise:
+        sims = lib.X[noise] @ lib.X[left].T
+        near = [noise[j] for j in np.flatnonzero(sims.max(axis=1) >= settings.unknown_threshold)]
+    pool = left + near
+    if len(pool) < max(2, settings.unknown_min_size):
+        return {}
+    labels = cluster_mod.cluster_faces(lib.X[pool], settings.unknown_method, threshold=settings.unknown_threshold,
+                                       min_size=settings.unknown_min_size, groups=[lib.image_ids[i] for i in pool])
+    with session_scope(settings.sql_url) as s:
+        next_number = int(_state(s, "next_cluster_number", "1"))
+    out: dict[str, str] = {}
+    left_set = set(left)
+    for label in sorted({int(x) for x in labels if x >= 0}):
+        members = [pool[j] for j in np.flatnonzero(labels == label)]
+        if not any(i in left_set for i in members):
+            continue  # a group of old noise faces only: the nightly re-cluster decides about those
+        cid = face_state.unknown_cluster_id(next_number)
+        next_number += 1
+        out.update({lib.face_ids[i]: cid for i in members})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- checks ----

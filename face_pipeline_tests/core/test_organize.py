@@ -475,6 +475,31 @@ def test_organize_new_faces_joins_known_people_and_existing_clusters(library):
     assert_consistent(settings)
 
 
+def test_organize_new_faces_groups_a_new_stranger_without_waiting_for_the_nightly_run(library):
+    """Two photos of someone new in one batch: they match nobody and no existing cluster, so they form a new
+    unknown cluster at once (a person can name it the same day); a lone stranger stays alone."""
+    settings, sp = library.settings, library.space
+    standard_scene(library)
+    organize.supervised_assignment(settings)
+    organize.cluster_unknown(settings)
+    before = int(state(settings, "next_cluster_number"))
+
+    new = library.add_batch("b2", [
+        ("v1", [("vera", sp.face(vera=0.9))]),
+        ("v2", [("vera", sp.face(vera=0.9))]),
+        ("lone", [("otto", sp.face(otto=0.9))]),
+    ])
+    v1, v2, lone = new
+    rep = organize.organize_new_faces(settings, new)
+
+    assert (rep.new_clusters, rep.noise) == (1, 1)
+    cid = face(settings, v1).cluster_id
+    assert cid == face(settings, v2).cluster_id == f"unknown_cluster_{before}"
+    assert face(settings, lone).cluster_id == f"unknown_noise_{lone}"
+    assert state(settings, "next_cluster_number") == str(before + 1)  # the number is never handed out again
+    assert_consistent(settings)
+
+
 def test_organize_new_faces_on_a_rerun_batch_keeps_its_clusters(library):
     """A batch re-materialised (same photos, same face ids) goes through the incremental step again: faces that
     already hold an unknown cluster keep it, even a cluster that lies entirely inside that batch."""

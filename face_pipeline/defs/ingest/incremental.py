@@ -40,12 +40,13 @@ def new_faces_organized(context: dg.AssetExecutionContext, face_pipeline: FacePi
     with face_pipeline.vector_store() as store:
         synced = sync_payloads(settings, store)
     context.log.info(f"{inc.new_faces} new faces: {inc.assigned} joined known people, {inc.joined_clusters} joined unknown "
-                     f"clusters, {inc.noise} still unknown")
+                     f"clusters, {inc.new_clusters} new unknown clusters formed, {inc.noise} alone")
     return dg.MaterializeResult(
         metadata={
             "new_faces": inc.new_faces,
             "assigned_to_known_people": inc.assigned,
             "joined_unknown_clusters": inc.joined_clusters,
+            "new_unknown_clusters": inc.new_clusters,
             "still_unknown": inc.noise,
             "qdrant_payloads_synced": synced,
             "seconds": round(inc.seconds, 2),
