@@ -372,7 +372,12 @@ def _run_organize(run_config: dict) -> None:
 
 
 def _methods_help() -> str:
-    """--unknown-method help from the clustering registry (one source for names, defaults and summaries)."""
+    """--unknown-method help from the clustering registry (one source for names, defaults and summaries).
+
+    The registry imports scipy (half a second), so it is read only when help is asked for: a label command must
+    not pay for a clustering method list it never shows."""
+    if not any(a in ("--help", "-h") for a in sys.argv[1:]):
+        return "Clustering method (see --help of this command for the list)."
     from face_pipeline.core.cluster import methods_help
 
     return "Clustering method (default first). " + methods_help()

@@ -312,3 +312,14 @@ def test_default_is_dlib_chinese_whispers_held_to_one_person_per_photo_plus_resc
     if name == "lfw_dev":
         assert f > bcubed_f(truth, anchors.hdbscan_anchor(d.X))
         assert f > bcubed_f(truth, anchors.chinese_whispers_anchor(d.X, 0.5))
+
+
+def test_the_default_method_is_a_registry_entry():
+    """Settings skip importing the registry for the default value (a label command must not pay for scipy), so the
+    default itself must be a registered method."""
+    from face_pipeline.core.clustering.methods import REGISTRY
+    from face_pipeline.settings import Settings
+
+    assert Settings.model_fields["unknown_method"].default in REGISTRY
+    with pytest.raises(ValueError, match="unknown_method must be one of"):
+        Settings(unknown_method="no_such_method")
