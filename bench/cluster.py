@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from face_pipeline.core import cluster as C  # noqa: E402
+from synthetic import direction_sampler, faces_around  # noqa: E402 (bench/synthetic.py)
 from face_pipeline.evaluation.metrics import bcubed_prf, noise_as_singletons, pairwise_prf  # noqa: E402
 
 DEV_NPZ = Path("/tmp/faces_dev_emb.npz")
@@ -69,19 +70,7 @@ def make_faces(
     * Faces are dealt into photos of 1-4 faces, never two of one person in a photo.
     """
     rng = np.random.default_rng(seed)
-    lam = (np.arange(dim) + 1.0) ** -spectrum_decay
-    scale = np.sqrt(lam / lam.sum()).astype(np.float32)
-    basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-    basis = basis.astype(np.float32)
-    mean = rng.standard_normal(dim).astype(np.float32)
-    mean /= np.linalg.norm(mean)
-
-    def directions(m: int) -> np.ndarray:
-        out = np.empty((m, dim), np.float32)
-        for i0 in range(0, m, 65536):  # chunks: keeps the generator's own memory small at 200k
-            z = (rng.standard_normal((min(65536, m - i0), dim), dtype=np.float32) * scale) @ basis
-            out[i0 : i0 + z.shape[0]] = z / np.linalg.norm(z, axis=1, keepdims=True)
-        return out
+    directions, mean = direction_sampler(rng, dim, spectrum_decay)
 
     target = int(round(n * (1 - noise_frac)))
     sizes: list[int] = []
@@ -94,26 +83,7 @@ def make_faces(
     size_arr = np.asarray(sizes)
     centres = directions(size_arr.size) + mean_weight * mean
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    ident = np.repeat(np.arange(size_arr.size), size_arr)
-    rho_person = rng.uniform(0.35, 0.7, size_arr.size)
-    rho = np.clip(rho_person[ident] + rng.normal(0, 0.15, n), 0.15, 0.92).astype(np.float32)
-    X = directions(n)
-    X *= np.sqrt(1 - rho)[:, None]
-    X += np.sqrt(rho)[:, None] * centres[ident]
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    perm = rng.permutation(n)
-    X, ident = X[perm], ident[perm]
-    # photos: 1-4 faces, distinct people (a person is never twice in one photo)
-    photo = np.empty(n, np.int64)
-    cap = rng.choice([1, 2, 3, 4], size=n, p=[0.7, 0.18, 0.08, 0.04])
-    pid, members, want = 0, set(), cap[0]
-    for i in range(n):
-        if len(members) >= want or ident[i] in members:
-            pid += 1
-            members, want = set(), cap[pid]
-        members.add(int(ident[i]))
-        photo[i] = pid
-    return np.ascontiguousarray(X), ident.astype(np.int64), photo
+    return faces_around(centres, size_arr, n, rng, directions)
 
 
 def load_dev() -> tuple[np.ndarray, list, list] | None:

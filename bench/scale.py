@@ -43,6 +43,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from synthetic import direction_sampler, faces_around  # noqa: E402 (bench/synthetic.py)
+
 TARGETS_S = {50_000: 15.0, 200_000: 60.0, 1_000_000: 600.0}
 TARGET_RSS_MB = {200_000: 2048.0, 1_000_000: 8192.0}
 INCR_TARGET_S = 5.0
@@ -62,19 +64,7 @@ def make_library(n: int, seed: int = 0, dim: int = 512, singleton_frac: float = 
     * Look-alikes: ``lookalike_frac`` of the multi-photo people get a twin: a centre at cosine ~0.65 to theirs.
     """
     rng = np.random.default_rng(seed)
-    lam = (np.arange(dim) + 1.0) ** -0.7
-    scale = np.sqrt(lam / lam.sum()).astype(np.float32)
-    basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-    basis = basis.astype(np.float32)
-    mean = rng.standard_normal(dim).astype(np.float32)
-    mean /= np.linalg.norm(mean)
-
-    def directions(m: int) -> np.ndarray:
-        out = np.empty((m, dim), np.float32)
-        for i0 in range(0, m, 65536):
-            z = (rng.standard_normal((min(65536, m - i0), dim), dtype=np.float32) * scale) @ basis
-            out[i0 : i0 + z.shape[0]] = z / np.linalg.norm(z, axis=1, keepdims=True)
-        return out
+    directions, mean = direction_sampler(rng, dim, 0.7)
 
     multi_target = int(round(n * (1 - singleton_frac)))
     sizes: list[int] = []
@@ -93,25 +83,7 @@ def make_library(n: int, seed: int = 0, dim: int = 512, singleton_frac: float = 
     for a, b in twins:
         mix = centres[a] * 0.8 + centres[b] * 0.6
         centres[b] = mix / np.linalg.norm(mix)
-    ident = np.repeat(np.arange(size_arr.size), size_arr)[:n]
-    rho_person = rng.uniform(0.35, 0.7, size_arr.size)
-    rho = np.clip(rho_person[ident] + rng.normal(0, 0.15, n), 0.15, 0.92).astype(np.float32)
-    X = directions(n)
-    X *= np.sqrt(1 - rho)[:, None]
-    X += np.sqrt(rho)[:, None] * centres[ident]
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    perm = rng.permutation(n)
-    X, ident = X[perm], ident[perm]
-    photo = np.empty(n, np.int64)
-    cap = rng.choice([1, 2, 3, 4], size=n, p=[0.7, 0.18, 0.08, 0.04])
-    pid, members, want = 0, set(), cap[0]
-    for i in range(n):
-        if len(members) >= want or ident[i] in members:
-            pid += 1
-            members, want = set(), cap[pid]
-        members.add(int(ident[i]))
-        photo[i] = pid
-    return np.ascontiguousarray(X), ident.astype(np.int64), photo
+    return faces_around(centres, size_arr, n, rng, directions)
 
 
 # ------------------------------------------------------------------------------------------- child: build ---
