@@ -559,10 +559,13 @@ def find(photo: Path) -> None:
         raise CliError(f"{photo} is not a file")
     settings = _settings()
     _require_ready(settings, with_store=False)
-    matches = _labels().find_person(settings, photo)
+    from face_pipeline.core import lookup
+
+    faces, X = lookup.embed_photo(settings, photo)  # once: both questions below are about the same faces
+    matches = lookup.match_faces(settings, faces, X)
     if not matches:
         console.print("no faces found")
-    clusters = _clusters_of_unknown(settings, photo) if any(m.person_id is None for m in matches) else {}
+    clusters = _clusters_of_unknown(settings, X) if any(m.person_id is None for m in matches) else {}
     for i, m in enumerate(matches):
         conf = f"{m.confidence:.3f}" if m.confidence is not None else "n/a"
         if m.person_id:
@@ -575,12 +578,13 @@ def find(photo: Path) -> None:
         console.print(f"face at {[round(v) for v in m.bbox]}: {who}", markup=False, highlight=False)
 
 
-def _clusters_of_unknown(settings: Settings, photo: Path) -> dict[int, tuple[str, float]]:
+def _clusters_of_unknown(settings: Settings, X) -> dict[int, tuple[str, float]]:
     """query face index → (unknown cluster, similarity) of its nearest library face, if that face is in an unknown
     cluster and close enough to join it (the clustering's own threshold)."""
+    from face_pipeline.core.lookup import nearest_faces
     from face_pipeline.core.report import unknown_cluster_of_hits
 
-    return unknown_cluster_of_hits(settings, _labels().search(settings, photo, limit=5))
+    return unknown_cluster_of_hits(settings, nearest_faces(settings, X, limit=5))
 
 
 @app.command()

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from face_pipeline.core import face_state
 from face_pipeline.core.assign import assign_faces
 from face_pipeline.core.db import session_scope
-from face_pipeline.core.db.schema import PERSON_ACTIVE, FaceInstance, Person
+from face_pipeline.core.db.schema import PERSON_ACTIVE, Person
 from face_pipeline.core.embedding_files import load_embeddings
 from face_pipeline.core.errors import InvalidInput
 from face_pipeline.core.labels.evidence import human_prototypes
@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 
 
-def _embed_photo(settings: Settings, image_path: str | Path, models: FaceModels | None) -> tuple[list, np.ndarray]:
+def embed_photo(settings: Settings, image_path: str | Path, models: FaceModels | None = None) -> tuple[list, np.ndarray]:
+    """(detected faces, their L2-normalised embeddings) of a photo; a caller asking both "who is this?" and "which
+    library faces are nearest?" embeds once and passes the result to :func:`match_faces` and :func:`nearest_faces`."""
     try:
         photo = load_photo(Path(image_path), settings.max_image_pixels)
     except PhotoError as exc:
@@ -54,7 +56,11 @@ def find_person(settings: Settings, image_path: str | Path, models: FaceModels |
     of active persons built from human-labelled faces (threshold ``settings.person_match_threshold``, margin
     ``person_margin``). The faces of the photo are matched jointly, so one person is given to one face at most.
     Unmatched faces come back with ``person_id=None`` and their best score."""
-    faces, X = _embed_photo(settings, image_path, models)
+    return match_faces(settings, *embed_photo(settings, image_path, models))
+
+
+def match_faces(settings: Settings, faces: list, X: np.ndarray) -> list[FaceMatch]:
+    """:func:`find_person` on faces already embedded (:func:`embed_photo`)."""
     if not faces:
         return []
     with session_scope(settings.sql_url) as s:
@@ -69,9 +75,9 @@ def find_person(settings: Settings, image_path: str | Path, models: FaceModels |
             for i, (f, pid) in enumerate(zip(faces, pids))]
 
 
-def _brute_force(settings: Settings, X: np.ndarray, limit: int) -> list[tuple[int, str, float, str | None, str | None]]:
+def _brute_force(settings: Settings, X: np.ndarray, limit: int) -> list[tuple[int, str, float]]:
     """Nearest faces from the embedding files when Qdrant is busy: exact cosine over every vector (200k × 512
-    float32 is well under a second), person and photo from SQL (fresher than any payload)."""
+    float32 is well under a second)."""
     ids, E = load_embeddings(settings)
     if not ids or not len(X):
         return []
@@ -82,14 +88,7 @@ def _brute_force(settings: Settings, X: np.ndarray, limit: int) -> list[tuple[in
         top = np.argpartition(-row, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
         top = top[np.lexsort((np.asarray(ids, dtype=object)[top].astype(str), -row[top]))]
         picked.extend((qi, ids[j], float(row[j])) for j in top)
-    wanted = sorted({fid for _, fid, _ in picked})
-    meta: dict[str, tuple] = {}
-    with session_scope(settings.sql_url) as s:
-        for i in range(0, len(wanted), 500):
-            for fid, pid, image_id in s.execute(select(FaceInstance.face_id, FaceInstance.person_id, FaceInstance.image_id)
-                                                 .where(FaceInstance.face_id.in_(wanted[i : i + 500]))):
-                meta[fid] = (pid, image_id)
-    return [(qi, fid, score, *meta.get(fid, (None, None))) for qi, fid, score in picked]
+    return picked
 
 
 def search(settings: Settings, image_path: str | Path, limit: int = 10, models: FaceModels | None = None) -> list[SearchHit]:
@@ -98,18 +97,22 @@ def search(settings: Settings, image_path: str | Path, limit: int = 10, models: 
     Qdrant answers normally; when another process holds the local folder, or no collection exists yet, the same
     answer is computed by brute force over the embedding files. Person and photo always come from SQL, the source
     of truth (a payload may still wait for the next run to be pushed)."""
-    faces, X = _embed_photo(settings, image_path, models)
-    if not faces:
+    _, X = embed_photo(settings, image_path, models)
+    return nearest_faces(settings, X, limit)
+
+
+def nearest_faces(settings: Settings, X: np.ndarray, limit: int = 10) -> list[SearchHit]:
+    """:func:`search` for query faces already embedded (:func:`embed_photo`)."""
+    if not len(X):
         return []
-    raw: list[tuple[int, str, float, str | None, str | None]] | None = None
+    raw: list[tuple[int, str, float]] | None = None
     try:
         with open_vector_client(settings) as client:
             store = FaceVectorStore(client, settings.qdrant_collection)
             if store.exists():
                 raw = []
                 for qi, vec in enumerate(X):
-                    raw.extend((qi, fid, score, payload.get("person_id"), payload.get("image_id"))
-                               for fid, score, payload in store.search(vec, limit=limit))
+                    raw.extend((qi, fid, score) for fid, score, _ in store.search(vec, limit=limit))
     except VectorStoreBusy:
         log.info("vector store busy: searching the embedding files instead")
     if raw is None:
@@ -119,7 +122,7 @@ def search(settings: Settings, image_path: str | Path, limit: int = 10, models: 
         pids = sorted({p for p, _ in rows.values() if p})
         names = dict(s.execute(select(Person.person_id, Person.name).where(Person.person_id.in_(pids))).all()) if pids else {}
     hits = []
-    for qi, fid, score, pid, image_id in raw:
-        pid, image_id = rows.get(fid, (pid, image_id))
+    for qi, fid, score in raw:
+        pid, image_id = rows.get(fid, (None, None))
         hits.append(SearchHit(qi, fid, score, pid, names.get(pid) if pid else None, image_id))
     return hits

@@ -33,7 +33,6 @@ from face_pipeline.core.labels.results import (
     SearchHit,
 )
 from face_pipeline.core.labels.views import get_person, list_clusters, list_persons, recent_events
-from face_pipeline.core.lookup import find_person, search
 
 __all__ = [
     "ClusterInfo", "EventInfo", "FaceMatch", "LabelError", "LabelResult", "PersonInfo", "PersonSummary", "SearchHit",
@@ -41,3 +40,13 @@ __all__ = [
     "list_clusters", "list_persons", "merge_persons", "reassign_face", "recent_events", "reject_face",
     "rename_person", "resolve_person", "search", "split_person", "unassign_face", "unhide_person",
 ]
+
+
+def __getattr__(name: str):
+    """``find_person`` / ``search`` live in :mod:`face_pipeline.core.lookup`, which itself imports this package's
+    evidence and results; resolving them on first use keeps either import order free of a cycle."""
+    if name in ("find_person", "search"):
+        from face_pipeline.core import lookup
+
+        return getattr(lookup, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
