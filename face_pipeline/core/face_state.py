@@ -77,6 +77,16 @@ def is_noise(cluster_id: str | None) -> bool:
     return bool(cluster_id) and cluster_id.startswith(NOISE_PREFIX)
 
 
+def in_unknown_cluster(column=FaceInstance.cluster_id):
+    """SQL condition: the face sits in an unknown cluster (the query-side twin of :func:`is_unknown_cluster`)."""
+    return column.startswith(UNKNOWN_CLUSTER_PREFIX, autoescape=True)
+
+
+def in_noise(column=FaceInstance.cluster_id):
+    """SQL condition: the face is noise (the query-side twin of :func:`is_noise`)."""
+    return column.startswith(NOISE_PREFIX, autoescape=True)
+
+
 def is_human(face: FaceInstance) -> bool:
     return face.assignment_source in HUMAN_SOURCES and face.person_id is not None
 

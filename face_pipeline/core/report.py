@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import func, select
 
+from face_pipeline.core import face_state
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import FaceInstance, Person, Photo, PhotoBatch
 from face_pipeline.settings import Settings
@@ -24,8 +25,8 @@ def library_stats(settings: Settings) -> dict[str, Any]:
         faces = s.scalar(select(func.count()).select_from(FaceInstance)) or 0
         embedded = s.scalar(select(func.count()).where(FaceInstance.embedded.is_(True))) or 0
         by_source = dict(s.execute(select(FaceInstance.assignment_source, func.count()).group_by(FaceInstance.assignment_source)).all())
-        clusters = s.scalar(select(func.count(func.distinct(FaceInstance.cluster_id))).where(FaceInstance.cluster_id.like("unknown_cluster_%"))) or 0
-        noise = s.scalar(select(func.count()).where(FaceInstance.cluster_id.like("unknown_noise_%"))) or 0
+        clusters = s.scalar(select(func.count(func.distinct(FaceInstance.cluster_id))).where(face_state.in_unknown_cluster())) or 0
+        noise = s.scalar(select(func.count()).where(face_state.in_noise())) or 0
         persons = dict(s.execute(select(Person.status, func.count()).group_by(Person.status)).all())
         batches = s.scalar(select(func.count()).select_from(PhotoBatch)) or 0
     return {
@@ -70,7 +71,7 @@ def unknown_cluster_of_hits(settings: Settings, hits) -> dict[int, tuple[str, fl
         return {}
     with session_scope(settings.sql_url) as s:
         cluster_of = dict(s.execute(select(FaceInstance.face_id, FaceInstance.cluster_id).where(
-            FaceInstance.face_id.in_(wanted), FaceInstance.person_id.is_(None), FaceInstance.cluster_id.like("unknown_cluster_%"))).all())
+            FaceInstance.face_id.in_(wanted), FaceInstance.person_id.is_(None), face_state.in_unknown_cluster())).all())
     out: dict[int, tuple[str, float]] = {}
     for h in sorted(hits, key=lambda h: -h.score):
         if h.query_face_index not in out and h.face_id in cluster_of and h.score >= settings.unknown_threshold:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import case, func, select
 
-from face_pipeline.core import labels
+from face_pipeline.core import face_state, labels
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import (
     HUMAN_SOURCES,
@@ -205,7 +205,7 @@ def events(settings: Settings, limit: int = 50, offset: int = 0, since_id: int |
 def health(settings: Settings) -> dict[str, Any]:
     """The design's dashboard: faces, named / suggested / unknown / noise counts, the latest training and its verdict.
     One pass over the faces (grouped by source and kind of cluster) instead of a query per number."""
-    kind = case((FaceInstance.cluster_id.like("unknown_cluster_%"), "cluster"), (FaceInstance.cluster_id.like("unknown_noise_%"), "noise"),
+    kind = case((face_state.in_unknown_cluster(), "cluster"), (face_state.in_noise(), "noise"),
                 else_="other")
     with session_scope(settings.sql_url) as s:
         rows = s.execute(select(FaceInstance.assignment_source, kind, func.count(),
@@ -213,7 +213,7 @@ def health(settings: Settings) -> dict[str, Any]:
         photos = s.scalar(select(func.count()).select_from(Photo)) or 0
         persons = dict(s.execute(select(Person.status, func.count()).group_by(Person.status)).all())
         clusters = s.scalar(select(func.count()).select_from(
-            select(FaceInstance.cluster_id).where(FaceInstance.cluster_id.like("unknown_cluster_%")).distinct().subquery())) or 0
+            select(FaceInstance.cluster_id).where(face_state.in_unknown_cluster()).distinct().subquery())) or 0
         head = s.scalars(select(ProjectionHead).order_by(ProjectionHead.version.desc()).limit(1)).first()
     count = lambda pred: sum(n for src, k, n, _ in rows if pred(src, k))
     out = {

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import numpy as np
 from scipy import sparse
 from scipy.sparse import csgraph
 
+from face_pipeline.core import face_state
 from face_pipeline.core.clustering.neighbours import _BLOCK_ELEMS, _normalise
 
 def assign_to_clusters(X_new: np.ndarray, X_old: np.ndarray, old_labels: np.ndarray, threshold: float, k: int = 1) -> np.ndarray:
@@ -59,7 +59,6 @@ def assign_to_clusters(X_new: np.ndarray, X_old: np.ndarray, old_labels: np.ndar
     return out
 
 
-_CLUSTER_ID = re.compile(r"^unknown_cluster_(\d+)$")
 
 
 def stable_cluster_ids(
@@ -86,7 +85,7 @@ def stable_cluster_ids(
     face_ids = [str(f) for f in face_ids]
     if len(face_ids) != labels.shape[0]:
         raise ValueError("labels and face_ids differ in length")
-    used = [int(m.group(1)) for v in previous.values() if (m := _CLUSTER_ID.match(str(v)))]
+    used = [n for v in previous.values() if (n := face_state.unknown_cluster_number(str(v))) is not None]
     next_number = max(int(next_number), max(used) + 1 if used else 0)
 
     members: dict[int, list[str]] = {}
@@ -101,7 +100,7 @@ def stable_cluster_ids(
     for ci, mem in enumerate(clusters):
         for f in mem:
             old = previous.get(f)
-            if old is None or str(old).startswith("unknown_noise_"):
+            if old is None or face_state.is_noise(str(old)):
                 continue
             known[ci] += 1
             overlap[(ci, old)] = overlap.get((ci, old), 0) + 1
@@ -131,7 +130,7 @@ def stable_cluster_ids(
     for ci, mem in enumerate(clusters):
         cid = name.get(ci)
         if cid is None:
-            cid = f"unknown_cluster_{next_number}"
+            cid = face_state.unknown_cluster_id(next_number)
             next_number += 1
         for f in mem:
             out[f] = cid
