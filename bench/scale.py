@@ -273,7 +273,7 @@ def main() -> int:
                 o = _child("organise", home, url, n, args.seed, args.timeout) if "error" not in b else {"error": "build failed"}
                 inc = _child("incremental", home, url, n, args.seed, args.timeout) if "error" not in o else {"error": "organise failed"}
                 b["db_mb"] = _db_size_mb(home, url)
-                b["embeddings_mb"] = sum(f.stat().st_size for f in home.rglob("embeddings.npy")) / 2**20
+                b["embeddings_mb"] = sum(f.stat().st_size for f in home.rglob("*.npz")) / 2**20
             finally:
                 shutil.rmtree(home, ignore_errors=True)
                 if dbname:

@@ -189,6 +189,11 @@ class Settings(BaseSettings):
         return self.home_dir / "artifacts"
 
     @property
+    def cache_dir(self) -> Path:
+        """Results remembered between steps (e.g. the clustering of everyone); always safe to delete."""
+        return self.home_dir / "cache"
+
+    @property
     def dagster_home(self) -> Path:
         return self.home_dir / "dagster_home"
 

@@ -53,6 +53,7 @@ from face_pipeline.core.clustering.methods import (  # noqa: F401
 )
 from face_pipeline.core.clustering.neighbours import (  # noqa: F401
     EXACT_KNN_MAX,
+    NeighbourCache,
     _group_codes,
     _normalise,
     _similarity_graph,
@@ -93,6 +94,7 @@ def cluster_faces(
     seed: int = 0,
     must_link: Iterable[tuple[int, int]] | None = None,
     cannot_link: Iterable[tuple[int, int]] | None = None,
+    neighbours: NeighbourCache | None = None,
 ) -> np.ndarray:
     """Cluster face embeddings; returns int64 labels (N,), -1 = noise.
 
@@ -101,6 +103,7 @@ def cluster_faces(
     ``k`` is the neighbour count of the kNN graph (``None``: the method's own). ``groups`` (photo id per face,
     ``None`` = unconstrained) guarantees that no cluster holds two faces of the same photo; ``cannot_link``
     (row pairs) that no cluster holds both faces of a pair; ``must_link`` pairs are linked at full weight.
+    ``neighbours`` (a :class:`NeighbourCache` of these same faces) shares one kNN graph between clusterings.
     """
     method = method or DEFAULT_METHOD
     if method not in REGISTRY:
@@ -123,7 +126,10 @@ def cluster_faces(
     # Edges below the floor are never used by the method, so the approximate (IVF) search may drop them.
     # The exact path drops them too, so that results do not change character at N = EXACT_KNN_MAX.
     floor = spec.floor(threshold)
-    indices, sims = neighbour_graph(Xn, int(k or spec.k), floor=floor, seed=seed)
+    if neighbours is not None and Xn is neighbours.X:
+        indices, sims = neighbours.graph(Xn, int(k or spec.k), floor=floor, seed=seed)
+    else:
+        indices, sims = neighbour_graph(Xn, int(k or spec.k), floor=floor, seed=seed)
     below = sims < floor
     indices[below], sims[below] = -1, -np.inf
     for a, others in cannot.items():  # a "different people" answer removes the edge, whatever the similarity

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from face_pipeline.core.db.schema import (
@@ -123,6 +124,39 @@ def set_unknown_group(face: FaceInstance, cluster_id: str) -> bool:
     return True
 
 
+def _person_columns(person_id: str | None, source: str | None, confidence: float | None, margin: float | None) -> dict:
+    """The columns :func:`_set_person` writes, as a dict (the bulk path's form of the same rule)."""
+    return {"person_id": person_id, "cluster_id": person_id, "assignment_source": source, "person_confidence": confidence,
+            "person_margin": margin, "payload_dirty": True}
+
+
+def _pipeline_decision(face_id: str, current: dict, person: str | None, confidence: float | None, margin: float | None,
+                       reason: str | None) -> tuple[str, dict, dict | None]:
+    """The rule behind :func:`write_pipeline_decision`, on plain values: (outcome, columns to set, event or None).
+
+    ``current`` holds the face's ``person_id``, ``assignment_source`` and ``person_confidence``."""
+    cur_person, cur_source = current["person_id"], current["assignment_source"]
+    if cur_source in HUMAN_SOURCES and cur_person is not None:
+        return "human", {}, None
+    if person is None:
+        if cur_source == SOURCE_AUTO and cur_person is not None:
+            event = {"actor": PIPELINE_ACTOR, "action": "auto_unassign", "face_id": face_id, "from_person": cur_person,
+                     "to_person": None, "reason": reason or "no longer clears the bar"}
+            return "unassigned", _person_columns(None, None, None, None), event
+        return "unchanged", {"person_confidence": None, "person_margin": None}, None
+    conf = None if confidence is None else round(float(confidence), 5)
+    marg = None if margin is None else round(float(margin), 5)
+    if cur_person != person:
+        event = {"actor": PIPELINE_ACTOR, "action": "auto_assign", "face_id": face_id, "from_person": cur_person,
+                 "to_person": person, "reason": reason or (f"confidence {conf:.3f}" if conf is not None else None)}
+        return ("moved" if cur_person is not None else "assigned"), _person_columns(person, SOURCE_AUTO, conf, marg), event
+    cur_conf = current["person_confidence"]
+    columns = {"cluster_id": person, "assignment_source": SOURCE_AUTO, "person_margin": marg}
+    if cur_conf is None or conf is None or abs(cur_conf - conf) > 1e-4:
+        return "refreshed", {**columns, "person_confidence": conf, "payload_dirty": True}, None
+    return "unchanged", columns, None
+
+
 def write_pipeline_decision(session: Session, face: FaceInstance, person: str | None, confidence: float | None,
                             margin: float | None, reason: str | None = None) -> str:
     """Apply automation's decision for one face, never over a human's: returns what happened —
@@ -130,32 +164,66 @@ def write_pipeline_decision(session: Session, face: FaceInstance, person: str | 
     (lost an automatic person), ``"refreshed"`` (same person, new confidence) or ``"unchanged"``.
 
     Events are written with the pipeline actor, so the label-change sensor never takes them for a person's."""
-    if is_human(face):
-        return "human"
-    if person is None:
-        if face.assignment_source == SOURCE_AUTO and face.person_id is not None:
-            session.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_unassign", face_id=face.face_id,
-                                            from_person=face.person_id, reason=reason or "no longer clears the bar"))
-            unassign(face)
-            return "unassigned"
-        face.person_confidence, face.person_margin = None, None
-        return "unchanged"
-    conf = None if confidence is None else round(float(confidence), 5)
-    marg = None if margin is None else round(float(margin), 5)
-    if face.person_id != person:
-        outcome = "moved" if face.person_id is not None else "assigned"
-        session.add(FaceAssignmentEvent(actor=PIPELINE_ACTOR, action="auto_assign", face_id=face.face_id,
-                                        from_person=face.person_id, to_person=person,
-                                        reason=reason or (f"confidence {conf:.3f}" if conf is not None else None)))
-        assign(face, person, SOURCE_AUTO, conf, marg)
-        return outcome
-    changed = face.person_confidence is None or conf is None or abs(face.person_confidence - conf) > 1e-4
-    face.cluster_id, face.assignment_source, face.person_margin = person, SOURCE_AUTO, marg
-    if changed:
-        face.person_confidence = conf
-        face.payload_dirty = True
-        return "refreshed"
-    return "unchanged"
+    current = {"person_id": face.person_id, "assignment_source": face.assignment_source, "person_confidence": face.person_confidence}
+    outcome, columns, event = _pipeline_decision(face.face_id, current, person, confidence, margin, reason)
+    if event is not None:
+        session.add(FaceAssignmentEvent(**event))
+    for name, value in columns.items():
+        setattr(face, name, value)
+    return outcome
+
+
+_DECISION_COLUMNS = ("person_id", "assignment_source", "person_confidence", "person_margin", "cluster_id")
+
+
+def write_pipeline_decisions(session: Session, decisions: dict[str, tuple[str | None, float | None, float | None]],
+                             chunk: int = 900) -> Counter:
+    """:func:`write_pipeline_decision` for many faces at once (``face_id → (person, confidence, margin)``): the
+    library-wide organise decides about every face, and one ORM object and UPDATE per face cost more than the
+    decisions. Reads only the columns the rule needs, skips rows whose values would not change, and writes the
+    rest as executemany UPDATEs by primary key that also re-check, in SQL, that no human label arrived in the
+    meantime. Returns the count of each outcome."""
+    table = FaceInstance.__table__
+    ids = list(decisions)
+    outcomes: Counter = Counter()
+    events: list[dict] = []
+    writes: dict[tuple[str, ...], list[dict]] = defaultdict(list)
+    for i in range(0, len(ids), chunk):
+        part = ids[i : i + chunk]
+        rows = session.execute(select(table.c.face_id, *(table.c[c] for c in _DECISION_COLUMNS)).where(table.c.face_id.in_(part)))
+        for row in rows:
+            current = dict(zip(_DECISION_COLUMNS, row[1:]))
+            outcome, columns, event = _pipeline_decision(row[0], current, *decisions[row[0]], None)
+            outcomes[outcome] += 1
+            if event is not None:
+                events.append(event)
+            columns = {c: v for c, v in columns.items() if c not in current or current[c] != v}
+            if columns:
+                writes[tuple(sorted(columns))].append({"_face_id": row[0], **columns})
+    # Spelled out (no IN list): an expanding parameter cannot go into an executemany.
+    not_human = or_(table.c.person_id.is_(None), table.c.assignment_source.is_(None),
+                    and_(*(table.c.assignment_source != literal(src) for src in sorted(HUMAN_SOURCES))))
+    for names, params in writes.items():
+        stmt = update(table).where(table.c.face_id == bindparam("_face_id"), not_human).values({c: bindparam(c) for c in names})
+        session.execute(stmt, params)
+    if events:
+        session.execute(insert(FaceAssignmentEvent), events)
+    return outcomes
+
+
+def set_unknown_groups(session: Session, wanted: dict[str, str], chunk: int = 900) -> int:
+    """:func:`set_unknown_group` for many faces at once (``face_id → unknown cluster or noise id``): only faces
+    nobody holds whose group differs are written (one executemany UPDATE). Returns how many changed."""
+    table = FaceInstance.__table__
+    ids = list(wanted)
+    changes: list[dict] = []
+    for i in range(0, len(ids), chunk):
+        rows = session.execute(select(table.c.face_id, table.c.cluster_id).where(table.c.face_id.in_(ids[i : i + chunk]), table.c.person_id.is_(None)))
+        changes += [{"_face_id": f, "cluster_id": wanted[f]} for f, c in rows if c != wanted[f]]
+    if changes:
+        session.execute(update(table).where(table.c.face_id == bindparam("_face_id"), table.c.person_id.is_(None))
+                        .values(cluster_id=bindparam("cluster_id")), changes)
+    return len(changes)
 
 
 # ------------------------------------------------------------------------------------------------- reads ----
@@ -196,6 +264,6 @@ def best_first_key(face: FaceInstance) -> tuple:
 __all__: Sequence[str] = (
     "HUMAN_CONFIDENCE", "NOISE_PREFIX", "PAYLOAD_COLUMNS", "PAYLOAD_FIELDS", "PERSON_ID_RE", "UNKNOWN_CLUSTER_PREFIX",
     "assign", "best_first_key", "faces_by_id", "is_human", "is_noise", "is_person_id", "is_unknown_cluster",
-    "new_person_id", "noise_id", "payload_of", "payload_snapshot", "set_unknown_group", "unassign",
-    "unknown_cluster_id", "unknown_cluster_number", "write_pipeline_decision",
+    "new_person_id", "noise_id", "payload_of", "payload_snapshot", "set_unknown_group", "set_unknown_groups", "unassign",
+    "unknown_cluster_id", "unknown_cluster_number", "write_pipeline_decision", "write_pipeline_decisions",
 )

@@ -126,8 +126,10 @@ def _mean_faces(X: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     if pos.size == 0:
         return np.zeros(0, np.int64), np.zeros((0, X.shape[1]), np.float32), np.zeros(0, np.int64)
     ids, inv, cnt = np.unique(labels[pos], return_inverse=True, return_counts=True)
-    sums = np.zeros((ids.size, X.shape[1]), np.float64)
-    np.add.at(sums, inv.ravel(), X[pos])
+    from scipy import sparse  # a sparse membership product: np.add.at is ~20x slower at a million faces
+
+    member = sparse.csr_matrix((np.ones(pos.size), (inv.ravel(), np.arange(pos.size))), shape=(ids.size, pos.size))
+    sums = np.asarray(member @ X[pos].astype(np.float64))
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return ids, (sums / np.maximum(norms, 1e-12)).astype(np.float32), cnt
 
@@ -276,24 +278,28 @@ def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strate
             groups_of[int(clusters[i])].append(int(i))
     in_group = {i for rows in groups_of.values() if len(rows) >= 2 for i in rows}
 
-    def admissible_scores(rows: list[int]) -> np.ndarray:
-        """Mean face of ``rows`` against every person, persons any of them rejected or whose photo holds them
-        removed."""
-        m = X[rows].sum(axis=0)
-        m = m / max(float(np.linalg.norm(m)), 1e-12)
-        s = assign_mod.person_scores(protos, m[None, :], strategy)[0].astype(np.float64)
-        for i in rows:
+    # Each group's mean face against every person, in one product (a library has thousands of groups).
+    multi = [c for c, rows in groups_of.items() if len(rows) >= 2]
+    if multi:
+        M = np.stack([X[groups_of[c]].sum(axis=0) for c in multi])
+        M /= np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
+        group_scores = dict(zip(multi, assign_mod.person_scores(protos, M.astype(np.float32), strategy).astype(np.float64)))
+
+    def admissible_scores(c: int) -> np.ndarray:
+        """Group ``c``'s mean face against every person, persons any of its faces rejected or whose photo holds
+        them removed."""
+        s = group_scores[c].copy()
+        for i in groups_of[c]:
             if i in local_of:
                 s[list(bad_local.get(local_of[i], ()))] = -np.inf
         return s
 
     # Groups: one question per unknown group whose mean face reaches the impostor bar for one person, or that
     # holds one person's labels (a chain: the group knows, the faces alone did not clear the bar).
-    for c, rows in groups_of.items():
-        if len(rows) < 2:
-            continue
+    for c in multi:
+        rows = groups_of[c]
         holders = labelled_in.get(c, set())
-        s = admissible_scores(rows)
+        s = admissible_scores(c)
         if len(holders) == 1 and next(iter(holders)) in col:
             c_p = col[next(iter(holders))]
         else:

@@ -32,6 +32,8 @@ from face_pipeline.core import face_state
 from face_pipeline.core import cluster as cluster_mod
 from face_pipeline.core import naming
 from face_pipeline.core import suggestions as suggestions_mod
+from face_pipeline.core.clustering import memo
+from face_pipeline.core.clustering.neighbours import NeighbourCache
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import (
     HUMAN_SOURCES,
@@ -69,6 +71,11 @@ class Library:
     def human(self) -> np.ndarray:
         """Faces a person labelled (computed once: callers index it inside per-face loops)."""
         return np.array([s in HUMAN_SOURCES and p is not None for s, p in zip(self.sources, self.person_ids)], dtype=bool)
+
+    @cached_property
+    def neighbours(self) -> NeighbourCache:
+        """One kNN graph of these faces for every clustering of them in this process (see NeighbourCache)."""
+        return NeighbourCache(self.X)
 
 
 def _label_state(settings: Settings) -> tuple[dict[str, tuple], dict[str, set[str]], set[str]]:
@@ -165,9 +172,11 @@ def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | N
     nearest grouped face, as :func:`cluster.assign_to_clusters` does for unknown clusters. ``threshold``
     overrides the link (the stricter second clustering of rule 5); it has no incremental form.
     """
+    if rows is None and threshold is None:
+        return cluster_everyone(settings, lib, settings.unknown_method, settings.unknown_threshold, 2, must, cannot)
     if rows is None:
-        return cluster_mod.cluster_faces(lib.X, settings.unknown_method, threshold=threshold or settings.unknown_threshold, min_size=2,
-                                         k=settings.unknown_knn, groups=lib.image_ids, seed=0, must_link=must, cannot_link=cannot)
+        return cluster_mod.cluster_faces(lib.X, settings.unknown_method, threshold=threshold, min_size=2, k=settings.unknown_knn,
+                                         groups=lib.image_ids, seed=0, must_link=must, cannot_link=cannot, neighbours=lib.neighbours)
     new = set(rows)
     names = [None if i in new else (lib.person_ids[i] or (c if face_state.is_unknown_cluster(c := lib.cluster_ids[i]) else None))
              for i in range(len(lib.face_ids))]
@@ -178,6 +187,18 @@ def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | N
     if len(old) and len(rows_a):
         labels[rows_a] = cluster_mod.assign_to_clusters(lib.X[rows_a], lib.X[old], labels[old], settings.unknown_threshold)
     return labels
+
+
+def cluster_everyone(settings: Settings, lib: Library, method: str, threshold: float, min_size: int, must: list, cannot: list) -> np.ndarray:
+    """The clustering of every face (labels unused) that both the naming rules and the unknown clusters read.
+
+    Computed once per library state: the second asking step (usually the next asset) reads it back from the
+    home's cache folder (:mod:`clustering.memo`, keyed by everything it depends on)."""
+    params = {"method": method, "threshold": float(threshold), "min_size": int(min_size), "k": settings.unknown_knn, "seed": 0}
+    key = memo.digest(lib.X, lib.face_ids, lib.image_ids, params, must, cannot)
+    return memo.remembered(settings.cache_dir, key, lambda: cluster_mod.cluster_faces(
+        lib.X, method, threshold=threshold, min_size=min_size, k=settings.unknown_knn, groups=lib.image_ids, seed=0,
+        must_link=must, cannot_link=cannot, neighbours=lib.neighbours))
 
 
 def supervised_assignment(
@@ -263,12 +284,10 @@ def _write_assignments(settings: Settings, updates: dict[str, tuple], rep: Assig
     if not updates:
         return
     with session_scope(settings.sql_url) as s:
-        for f in face_state.faces_by_id(s, updates):
-            person, conf, margin = updates[f.face_id]
-            outcome = face_state.write_pipeline_decision(s, f, person, conf, margin)
-            rep.newly_assigned += outcome == "assigned"
-            rep.changed_person += outcome == "moved"
-            rep.unassigned_again += outcome == "unassigned"
+        outcomes = face_state.write_pipeline_decisions(s, updates)
+    rep.newly_assigned += outcomes["assigned"]
+    rep.changed_person += outcomes["moved"]
+    rep.unassigned_again += outcomes["unassigned"]
 
 
 # ---------------------------------------------------------------------------------------------- clustering ----
@@ -329,10 +348,8 @@ def cluster_unknown(
     rep = ClusterReport(method=method, unknown_faces=len(rows))
     labels = np.full(len(rows), -1, dtype=np.int64)
     if len(rows) >= 2:
-        everyone = cluster_mod.cluster_faces(
-            lib.X, method, threshold=threshold, min_size=min(2, max(1, min_size)), k=settings.unknown_knn, groups=lib.image_ids, seed=0,
-            must_link=_queue_pairs(settings, lib, "must_link_pairs"), cannot_link=_queue_pairs(settings, lib, "cannot_link_pairs"),
-        )
+        everyone = cluster_everyone(settings, lib, method, threshold, min(2, max(1, min_size)),
+                                    _queue_pairs(settings, lib, "must_link_pairs"), _queue_pairs(settings, lib, "cannot_link_pairs"))
         named = np.array([p is not None for p in lib.person_ids], dtype=bool)
         labels = naming.unknown_groups(everyone, np.where(named, 0, -1), min_size=min_size)[rows]
     face_ids = [lib.face_ids[i] for i in rows]
@@ -347,9 +364,7 @@ def cluster_unknown(
         rep.noise = len(rows) - rep.clustered_faces
         rep.new_ids = new_next - next_number
         rep.kept_ids = rep.clusters - rep.new_ids
-        wanted = {fid: mapping.get(fid, face_state.noise_id(fid)) for fid in face_ids}
-        for f in face_state.faces_by_id(s, face_ids):
-            face_state.set_unknown_group(f, wanted[f.face_id])
+        face_state.set_unknown_groups(s, {fid: mapping.get(fid, face_state.noise_id(fid)) for fid in face_ids})
         _set_state(s, "last_clustered_at", str(time.time()))
     rep.seconds = time.perf_counter() - t0
     return rep
@@ -413,8 +428,7 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
         if rows and new_groups:  # their numbers are taken: never handed out again
             highest = max(face_state.unknown_cluster_number(c) or 0 for c in new_groups.values())
             _set_state(s, "next_cluster_number", str(max(highest + 1, int(_state(s, "next_cluster_number", "1")))))
-        for f in face_state.faces_by_id(s, wanted):
-            face_state.set_unknown_group(f, wanted[f.face_id])
+        face_state.set_unknown_groups(s, wanted)
     rep.seconds = time.perf_counter() - t0
     return rep
 

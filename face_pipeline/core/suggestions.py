@@ -436,8 +436,8 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
                   .execution_options(synchronize_session=False))
     face_rows = [dict(suggestion_id=row.id, face_id=f, side=side) for row, y in new
                  for side, fids in ((0, y.face_ids), (1, y.other_face_ids)) for f in fids]
-    for chunk in _chunks(face_rows, 5000):
-        s.execute(insert(SuggestionFace), chunk)
+    for chunk in _chunks(face_rows, 5000):  # Core insert: a large library's first organise writes ~10 rows per face
+        s.execute(insert(SuggestionFace.__table__), chunk)
     # Superseded questions are kept a week (a page showing one says "stale", not "not found"), then forgotten.
     old = list(s.scalars(select(SuggestionRecord.id).where(SuggestionRecord.status == SUGGESTION_STALE,
                                                              SuggestionRecord.answered_at < now - STALE_KEPT)))

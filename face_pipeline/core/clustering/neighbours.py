@@ -275,6 +275,31 @@ def _rows_topk(n: int, k: int, q: np.ndarray, c: np.ndarray, s: np.ndarray) -> t
     return idx, sims
 
 
+class NeighbourCache:
+    """The kNN graph of one set of faces, computed once and shared by clusterings at different links.
+
+    A full organise clusters the same faces up to three times (the evidence clustering at the link, the stricter
+    one at :data:`naming.FINE_LINK`, the unknown clusters): the graph is most of that cost and does not depend on
+    the link. A graph kept above floor ``f0`` answers any request with floor ``f1 >= f0`` exactly: the top ``k``
+    at or above ``f1`` are the entries of the top ``k`` at or above ``f0`` that reach ``f1`` (the IVF path scans
+    the same cells whatever the floor). Tied to one array: asking with another array is a programming error.
+    """
+
+    def __init__(self, X: np.ndarray) -> None:
+        self.X = X
+        self._graphs: dict[tuple[int, int], tuple[float, np.ndarray, np.ndarray]] = {}
+
+    def graph(self, X: np.ndarray, k: int, floor: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Like :func:`neighbour_graph` (a copy the caller may modify)."""
+        if X is not self.X and not (X.shape == self.X.shape and np.shares_memory(X, self.X)):
+            raise ValueError("NeighbourCache asked about other faces than its own")
+        hit = self._graphs.get((k, seed))
+        if hit is None or hit[0] > floor:
+            idx, sims = neighbour_graph(X, k, floor=floor, seed=seed)
+            hit = self._graphs[(k, seed)] = (floor, idx, sims)
+        return hit[1].copy(), hit[2].copy()
+
+
 def neighbour_graph(X: np.ndarray, k: int, floor: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """kNN graph for clustering: exact up to :data:`EXACT_KNN_MAX` faces, IVF above (see module docstring).
 

@@ -44,7 +44,9 @@ def get_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # values_plus_batch: executemany UPDATEs (organise writes tens of thousands of rows at once) go out in
+    # psycopg2 pages instead of one round trip per row.
+    return create_engine(url, pool_pre_ping=True, executemany_mode="values_plus_batch")
 
 
 _REVISION = re.compile(r"^revision\s*=\s*['\"]([^'\"]+)['\"]", re.M)
