@@ -27,12 +27,18 @@ Rules, and why
    to his brother's labels although 25 of them cleared 0.40. A second clustering at the stricter link
    :data:`FINE_LINK` is asked the same question, for relatives (cosine 0.4-0.5) whom the first one merged.
    The vetoed faces become suggestions.
-6. **A group holding one person's labels may name its other faces, one hop.** A face whose group (clustering
-   of everyone) holds human labels of this person and of nobody else, whose group's mean face clears the
-   direct bar, is named when its own score is outside the impostor range (>= the impostor bar) and this person
-   is its best admissible one. This is what a user naming a cluster does, with two guards the anchors lack:
-   the face alone must be outside the impostor range, and names given this way vouch for nobody (no second
-   hop). On lfw_dev it lifts K=1 recall from 0.95 to 0.99 with no more strangers named (bench/quality.py).
+6. **A group that is one person may name its other faces, one hop.** A face whose group (clustering of
+   everyone) holds human labels of this person and of nobody else — or holds no labels at all — and whose
+   group's mean face clears the direct bar against this person, is named when its own score is outside the
+   impostor range (>= the impostor bar) and this person is its best admissible one. This is what a user naming
+   a cluster does, with three guards the anchors lack: the face alone must be outside the impostor range; the
+   stricter clustering at :data:`FINE_LINK` must tie it to the person as well (its fine group holds only this
+   person's labels, or is a group of its own whose mean clears the direct bar), because a face alone at that
+   link reached the group through 0.4-0.5 edges, where brothers meet (lfw_dev: Mark McClellan was named
+   Scott McClellan without this guard); and names given this way vouch for nobody (no second hop). The mean
+   of a group is a steadier witness than any one face: the sibling group of issue 7 sat at 0.30 against his
+   brother's labels. On lfw_dev it lifts K=1 recall from 0.95 to 0.99, and the only stranger named on any
+   seed is LFW label noise (bench/quality.py).
 7. **People's constraints hold.** Manual labels are never touched; a rejected person is never given or
    suggested again; a person already in a photo (human label) is not given to another of its faces; faces of
    one photo are matched to people jointly (Hungarian, :func:`assign.assign_scores`); a "different people"
@@ -225,9 +231,10 @@ def name_faces(
         m = float(res.margin[local])
         gap[i] = m if np.isfinite(m) else 1.0
 
-    # Rule 6: a face in a group that holds this person's labels (and nobody else's), whose mean face clears the
-    # direct bar, is named when its own score is outside the impostor range and this person is its best
-    # admissible one. One hop from human labels: faces named here vouch for nobody.
+    # Rule 6: a face in a group that holds this person's labels and nobody else's (or no labels at all), whose
+    # mean face clears the direct bar, is named when its own score is outside the impostor range, this person is
+    # its best admissible one, and the stricter clustering ties it to the person too. One hop from human labels:
+    # faces named here vouch for nobody.
     if coarse is not None and group_names:
         taken: dict[Hashable, set[int]] = defaultdict(set)
         if g is not None:
@@ -235,10 +242,20 @@ def name_faces(
                 taken[g[i]].add(int(person[i]))
         for local, i in enumerate(cand.tolist()):
             c = int(clusters[i])
-            if person[i] >= 0 or vetoed[i] or c < 0 or len(labelled_in.get(c, ())) != 1:
+            if person[i] >= 0 or vetoed[i] or c < 0:
                 continue
-            p = next(iter(labelled_in[c]))
-            if p not in col or float(coarse.score[c][col[p]]) < direct or (g is not None and p in taken[g[i]]):
+            holders = labelled_in.get(c, ())
+            if len(holders) == 1:
+                p = next(iter(holders))
+            elif not holders and coarse.size.get(c, 0) >= MIN_EVIDENCE_CLUSTER:
+                p = int(pers[int(np.argmax(coarse.score[c]))])  # the person the group as a whole is closest to
+            else:
+                continue
+            if p not in col or float(coarse.score[c][col[p]]) < direct:
+                continue
+            if g is not None and (p in taken[g[i]] or col[p] in occupied.get(g[i], ())):  # one person per photo
+                continue
+            if not _linked_at_fine_link(fine, i, p, col[p], direct):
                 continue
             row = S[local].astype(np.float64).copy()
             row[list(bad_local.get(local, ()))] = -np.inf
@@ -392,6 +409,22 @@ def _someone_else(v: _EvidenceView, i: int, p: int, c_p: int, direct: float) -> 
     if holders:
         return p not in holders
     return v.size[c] >= MIN_EVIDENCE_CLUSTER and float(v.score[c][c_p]) < direct
+
+
+def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int, c_p: int, direct: float) -> bool:
+    """Rule 6's second guard: face ``i`` is tied to person ``p`` at the stricter link too — its fine group holds
+    ``p``'s labels (and nobody else's), or is a group of its own (>= 2 faces, no labels) whose mean face clears the
+    direct bar for ``p``. A face alone at the fine link reached ``p``'s group only through 0.4-0.5 edges, where
+    relatives meet."""
+    if v is None:
+        return True
+    c = int(v.clusters[i])
+    if c < 0:
+        return False
+    holders = v.holders.get(c, set())
+    if holders:
+        return holders == {p}
+    return v.size[c] >= MIN_EVIDENCE_CLUSTER and float(v.score[c][c_p]) >= direct
 
 
 def unknown_groups(clusters: np.ndarray, person: np.ndarray, min_size: int = 2) -> np.ndarray:

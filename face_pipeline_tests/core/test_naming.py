@@ -30,6 +30,8 @@ from face_pipeline.settings import Settings
 
 LOOKALIKE_PAIRS = 12
 SAME_MAN_TWO_NAMES = 0.7
+#: LFW label noise in lfw_dev: the same man under two spellings of his name.
+ONE_MAN_TWO_NAMES = {("John_Gruden", "Jon_Gruden")}
 SETTINGS = Settings(home="/nonexistent-unused")
 BARS = naming.bars_for(SETTINGS.model_name)
 
@@ -118,14 +120,14 @@ def _assert_rules(d: LabelledFaces, split: P.Split, res: naming.Naming, clusters
     if not wrong_ok:
         assert wrong == []
     # Every name is outside the impostor range of the person's own labels; below the direct bar only when the
-    # face's group holds that person's labels (one hop, rule 6).
+    # face's group holds that person's labels and nobody else's, or no labels at all (one hop, rule 6).
     S = _own_scores(d, split)
     for i in auto:
         p = int(res.person[i])
         assert S[i, p] >= BARS.impostor - 1e-6, (i, S[i, p])
         if S[i, p] < SETTINGS.person_match_threshold:
             holders = set(split.human[(clusters == clusters[i]) & (split.human >= 0)].tolist())
-            assert holders == {p}, (i, holders)
+            assert holders in ({p}, set()), (i, holders)
     # One person at most once per photo.
     given = [(int(d.photo[i]), int(res.person[i])) for i in np.flatnonzero(res.person >= 0)]
     assert len(given) == len(set(given))
@@ -169,6 +171,36 @@ def test_no_lookalike_stranger_is_named(lookalikes):
     res, _ = _run(d, split)
     stranger_rows = np.flatnonzero(d.labelled & np.isin(d.identity, [small for _, small in pairs]))
     assert (res.person[stranger_rows] < 0).all()
+
+
+@pytest.fixture(scope="module")
+def lfw_dev_clusterings() -> tuple[LabelledFaces, np.ndarray, np.ndarray]:
+    try:
+        d = load_labelled("lfw_dev")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    clusters, _ = P.cluster_everyone(d)
+    fine, _ = P.cluster_everyone(d, threshold=naming.FINE_LINK)
+    return d, clusters, fine
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_on_a_real_library_only_label_noise_is_named_wrongly(lfw_dev_clusterings, k, seed):
+    """The whole of lfw_dev, half of the people with >= 5 photos named (the protocol of bench/quality.py): every
+    face given a name that is not its own must be LFW label noise — one man filed under two spellings of his name
+    (``ONE_MAN_TWO_NAMES``, checked by eye on the photos). Brothers (Mark and Scott McClellan)
+    and look-alikes (Zeng Qinghong and Wen Jiabao) were named one hop below the direct bar before the fine-link
+    guard of rule 6."""
+    d, clusters, fine = lfw_dev_clusterings
+    split = P.make_split(d, seed, k, 0.5)
+    person, _, _, _ = P.run_ours(d, split, clusters, fine=fine)
+    names = np.array(split.people, dtype=object)
+    auto = np.flatnonzero((person >= 0) & (split.human < 0) & d.labelled)
+    for i in auto:
+        given = names[person[i]]
+        if given != d.identity[i]:
+            assert (d.identity[i], given) in ONE_MAN_TWO_NAMES or (given, d.identity[i]) in ONE_MAN_TWO_NAMES, (d.identity[i], given)
 
 
 def test_no_name_crosses_a_rejection_or_a_different_people_answer(lookalikes):
