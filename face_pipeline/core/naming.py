@@ -43,6 +43,11 @@ Rules, and why
    suggested again; a person already in a photo (human label) is not given to another of its faces; faces of
    one photo are matched to people jointly (Hungarian, :func:`assign.assign_scores`); a "different people"
    answer between two faces is a cannot-link no name crosses.
+8. **A trained head only decides among named people.** When a projection head is promoted (its gate passed)
+   and the run asks for it, it may re-rank a raw name among the people the face clears the impostor bar for in
+   raw space, or name a face that clears that bar for exactly one named person when the head's score reaches
+   its bar (:class:`heads.NamedPersonHead`). Whether a face is anyone at all stays a raw-space question, rule 5
+   still vetoes, and unknown people are clustered in raw space.
 
 Everything here is plain numpy on arrays indexed by face row; :mod:`organize` maps rows to SQL ids.
 """
@@ -158,6 +163,7 @@ def name_faces(
     suggest: bool = True,
     group_names: bool = True,
     fine_clusters: np.ndarray | None = None,
+    head=None,
 ) -> Naming:
     """Apply the naming rules (module docstring) to faces ``X`` (N, D), L2-normalised.
 
@@ -165,7 +171,8 @@ def name_faces(
     each face; ``quality`` its quality score (None = all good); ``clusters`` the clustering of all faces
     (labels not used; -1 = noise; None = no structural evidence); ``rejected`` row → person indices it is not;
     ``cannot_link`` row pairs that are different people; ``candidates`` the rows that may be named (default:
-    every row without a human label). ``direct`` names, ``impostor`` bounds suggestions (rule 3).
+    every row without a human label). ``direct`` names, ``impostor`` bounds suggestions (rule 3). ``head`` (a
+    promoted :class:`heads.NamedPersonHead`, or None) may decide among named people (rule 8).
     """
     X = np.asarray(X, dtype=np.float32)
     n = len(X)
@@ -268,6 +275,11 @@ def name_faces(
             if g is not None:
                 taken[g[i]].add(p)
 
+    # Rule 8: a promoted head decides among named people, never whether a face is anyone.
+    if head is not None and cand.size and len(pers):
+        _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local, occupied, g, pers, col, evidence,
+                      impostor, [v for v in (coarse, fine) if v is not None], direct, head)
+
     # Rule 7 among automatic names: two faces a person called different are never both given one name.
     for a, others in partners.items():
         for b in others:
@@ -280,6 +292,43 @@ def name_faces(
         out.suggestions = _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strategy, clusters,
                                        labelled_in, vetoed, direct, impostor, col)
     return out
+
+
+def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local, occupied, g, pers, col, evidence,
+                  impostor, views, direct, head) -> None:
+    """Rule 8 (module docstring), in place: the head's contract (:func:`train.name_faces`) on the faces the raw
+    rules left as they are. A person is a candidate only above the impostor bar in *raw* space and when admissible
+    (not rejected, not already in the photo); the head may re-rank a raw name among candidates, or name a face
+    that is a candidate for exactly one person; a new name must pass rule 5 like any other; names given here
+    vouch for nobody and move no prototype."""
+    owner = [col[int(human[i])] for i in evidence]
+    H = np.asarray(head.named_person_scores(X[cand], X[evidence], owner, len(pers)), dtype=np.float64)
+    raw = S.astype(np.float64).copy()
+    for local, bad in bad_local.items():
+        raw[local, list(bad)] = -np.inf
+    taken: dict[Hashable, set[int]] = defaultdict(set)
+    if g is not None:
+        for i in np.flatnonzero(person >= 0):
+            taken[g[i]].add(int(person[i]))
+        for local, i in enumerate(cand.tolist()):
+            raw[local, list(occupied.get(g[i], ()))] = -np.inf
+    choice, _ = head.name(np.where(np.isfinite(raw), raw, -1.0).astype(np.float32), H.astype(np.float32))
+    for local, i in enumerate(cand.tolist()):
+        c = int(choice[local])
+        if c < 0 or vetoed[i] or int(pers[c]) == person[i] or raw[local, c] < impostor:
+            continue
+        p = int(pers[c])
+        if g is not None and p in taken[g[i]]:
+            continue
+        if person[i] < 0 and any(_someone_else(v, i, p, c, direct) for v in views):
+            continue
+        if g is not None:
+            taken[g[i]].discard(int(person[i]))
+            taken[g[i]].add(p)
+        person[i] = p
+        confidence[i] = float(raw[local, c])
+        others = np.delete(raw[local], c)
+        gap[i] = float(raw[local, c] - others.max()) if len(others) and np.isfinite(others.max()) else 1.0
 
 
 def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strategy, clusters, labelled_in, vetoed,

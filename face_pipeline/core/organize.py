@@ -210,12 +210,14 @@ def supervised_assignment(
     space: str = "raw",
     rows: Sequence[int] | None = None,
     lib: Library | None = None,
+    head=None,
 ) -> AssignmentReport:
     """(Re)name every face without a human label by the rules of :mod:`naming`; write changes, prototypes and
     (full runs) the suggestions.
 
     ``threshold`` is the direct bar (default ``person_match_threshold``). In raw space the impostor bar is the
     model's recorded one; in a learned space nobody measured it, so no face below the direct bar is suggested.
+    ``head`` (a promoted ``heads.NamedPersonHead``) may decide among named people, in raw space (naming rule 8).
     """
     t0 = time.perf_counter()
     threshold = settings.person_match_threshold if threshold is None else threshold
@@ -236,6 +238,7 @@ def supervised_assignment(
             fine_clusters=_evidence_clusters(settings, lib, rows, cannot, must, naming.FINE_LINK) if rows is None else None,
             min_quality=settings.person_min_quality, margin=settings.person_margin, strategy=strategy,
             rejected={i: r for i, r in rejected.items() if r}, cannot_link=cannot, candidates=candidates, suggest=rows is None,
+            head=head,
         )
         rep.persons = len({int(p) for p in human[human >= 0]})
         rep.vetoed = int(result.vetoed.sum())

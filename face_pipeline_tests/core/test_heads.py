@@ -218,6 +218,44 @@ def test_the_named_person_hook_keeps_the_raw_floor(lib_settings):
     np.testing.assert_array_equal(hook.project(Xall[:3]), project(load_checkpoint(v1.checkpoint)[0], Xall[:3]))
 
 
+def test_a_promoted_head_decides_only_among_named_people(lib_settings):
+    """Naming rule 8 through the product's organise: with the head, every automatic name still clears the model's
+    impostor bar in raw space against that person's own labels, human labels stay, and a stranger who resembles
+    nobody (added after training) is named by no head."""
+    from face_pipeline.core import assign as assign_mod
+    from face_pipeline.core import naming
+    from face_pipeline.core.embedding_files import load_embeddings
+    from face_pipeline_tests.core.test_organize import Library as Lib
+
+    settings = lib_settings
+    v1 = heads.train_and_gate(settings)
+    mark_promoted(settings, v1.version)
+    hook = heads.live_named_head(settings)
+    lib = Lib(settings=settings, space=Space(seed=99))
+    strangers = lib.add_batch("b2", photos_of(lib.space, "stranger_", "stranger", 4, stranger=0.8))
+    before = {f.face_id: (f.person_id, f.assignment_source) for f in _faces(settings) if f.assignment_source == "manual"}
+
+    rep = organize.supervised_assignment(settings, head=hook)
+    faces = {f.face_id: f for f in _faces(settings)}
+    assert {fid: (faces[fid].person_id, faces[fid].assignment_source) for fid in before} == before
+    assert all(faces[f].person_id is None for f in strangers)
+    ids, X = load_embeddings(settings)
+    row = {f: i for i, f in enumerate(ids)}
+    human = [(row[f], faces[f].person_id) for f in before]
+    protos = assign_mod.build_prototypes(X[[i for i, _ in human]], [p for _, p in human])
+    bar = naming.bars_for(settings.model_name).impostor
+    auto = [f for f in faces.values() if f.assignment_source == "auto"]
+    assert rep.assigned == len(auto) > 0
+    S = assign_mod.person_scores(protos, X[[row[f.face_id] for f in auto]], settings.person_strategy)
+    for f, scores in zip(auto, S):
+        assert scores[protos.person_ids.index(f.person_id)] >= bar - 1e-6, f.face_id
+
+
+def _faces(settings: Settings) -> list[FaceInstance]:
+    with session_scope(settings.sql_url) as s:
+        return list(s.scalars(select(FaceInstance)))
+
+
 def test_live_projector_without_any_head(lib_settings):
     with pytest.raises(heads.NoPromotedHead, match="train"):
         heads.live_projector(lib_settings)

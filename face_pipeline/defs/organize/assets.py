@@ -24,16 +24,30 @@ class OrganizeConfig(dg.Config):
     use_trained_model: bool = False
 
 
-def _space(face_pipeline: FacePipelineResource, config: OrganizeConfig):
-    """(projector or None, space name, {"assign", "cluster"} thresholds): the run config's thresholds win, else
-    those calibrated for the trained space, else None (the settings' defaults, for raw space)."""
-    project, space, calibrated = None, "raw", {}
-    if config.use_trained_model:
-        from face_pipeline.core.heads import live_projector
+def _trained_head(face_pipeline: FacePipelineResource, config: OrganizeConfig):
+    """The promoted head for ``use_trained_model`` (NoPromotedHead when there is none), else None.
 
-        project, space, calibrated = live_projector(face_pipeline.settings())
-    pick = lambda given, key: given if given is not None else calibrated.get(key)  # noqa: E731
-    return project, space, {"assign": pick(config.person_threshold, "assign"), "cluster": pick(config.unknown_threshold, "cluster")}
+    Naming stays in raw space and the head only decides among named people (naming rule 8)."""
+    if not config.use_trained_model:
+        return None
+    from face_pipeline.core.heads import NoPromotedHead, live_named_head
+
+    head = live_named_head(face_pipeline.settings())
+    if head is None:
+        raise NoPromotedHead("no promoted projection head: run `face-pipeline train` (and the gate must pass) first")
+    return head
+
+
+def _cluster_space(face_pipeline: FacePipelineResource, config: OrganizeConfig):
+    """(projector or None, space name, link threshold or None) for unknown clustering: the head's space only when
+    its gate judged it better for people it never saw (``use_for_clustering``), raw space otherwise."""
+    head = _trained_head(face_pipeline, config)
+    if head is None or not head.use_for_clustering:
+        return None, "raw", config.unknown_threshold
+    from face_pipeline.core.heads import live_projector
+
+    project, space, calibrated = live_projector(face_pipeline.settings())
+    return project, space, config.unknown_threshold if config.unknown_threshold is not None else calibrated.get("cluster")
 
 
 @dg.asset(
@@ -46,8 +60,9 @@ def _space(face_pipeline: FacePipelineResource, config: OrganizeConfig):
 def supervised_assignments(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
     settings = face_pipeline.settings()
     require_ready(settings)  # a missing or broken embedding file would organise part of the library, silently
-    project, space, thresholds = _space(face_pipeline, config)
-    rep = organize.supervised_assignment(settings, threshold=thresholds["assign"], project=project, space=space)
+    head = _trained_head(face_pipeline, config)
+    space = "raw" if head is None else f"raw, head v{head.version} among named people"
+    rep = organize.supervised_assignment(settings, threshold=config.person_threshold, head=head)
     with face_pipeline.vector_store() as store:
         synced = sync_payloads(settings, store)
     context.log.info(f"{rep.newly_assigned} faces newly assigned; {rep.assigned} assigned automatically in all, "
@@ -95,9 +110,9 @@ def _histogram_table(bins: dict[str, int]) -> str:
 def unknown_clusters(context: dg.AssetExecutionContext, config: OrganizeConfig, face_pipeline: FacePipelineResource) -> dg.MaterializeResult:
     fault_point("organize")  # test hook (core/faults.py): inert unless FACE_FAULT_POINT=organize
     settings = face_pipeline.settings()
-    project, space, thresholds = _space(face_pipeline, config)
+    project, space, threshold = _cluster_space(face_pipeline, config)
     rep = organize.cluster_unknown(
-        settings, method=config.unknown_method, min_size=config.unknown_min_size, threshold=thresholds["cluster"], project=project
+        settings, method=config.unknown_method, min_size=config.unknown_min_size, threshold=threshold, project=project
     )
     with face_pipeline.vector_store() as store:
         sync_payloads(settings, store)
