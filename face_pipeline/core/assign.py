@@ -224,6 +224,118 @@ def person_scores(protos: Prototypes, X: np.ndarray, strategy: str = "hybrid") -
     return _combine(protos.centroids, xn, ex, strategy)
 
 
+#: Face x label-vector products computed exactly (blocked) before the candidate search switches to cells
+#: (~4e9: 200k faces against 20k labels, about a minute of float32 GEMM on 2 cores).
+EXACT_CANDIDATE_PAIRS = 4e9
+#: Label cells probed per face by the approximate search (of ~2*sqrt(labels) cells).
+CANDIDATE_PROBES = 24
+
+
+def candidate_scores(protos: Prototypes, X: np.ndarray, strategy: str = "hybrid", floor: float = 0.2):
+    """:func:`person_scores` for the (face, person) pairs that can reach ``floor`` only, as a sparse matrix.
+
+    A library with a million faces and ten thousand named people cannot hold the dense (N, P) matrix (40 GB),
+    and every rule that reads it only looks at persons at or above the impostor bar. A person can reach
+    ``floor`` only if the face reaches ``floor`` against the person's centroid or one of their exemplars, so those
+    label vectors are searched first — exactly (blocked products) up to :data:`EXACT_CANDIDATE_PAIRS` face x
+    label pairs, else in cells of a spherical k-means over the labels (:data:`CANDIDATE_PROBES` probed per face;
+    a pair that the cells miss reads as below ``floor``: fewer names and suggestions, never another person's).
+    The scores of the candidate pairs are then computed exactly as :func:`person_scores` would.
+
+    Returns a CSR matrix (N, P) of float32 scores; entries below ``floor`` are not stored (read them as "below
+    the floor"). ``floor`` must be positive (a stored 0 would be indistinguishable from an absent entry).
+    """
+    from scipy import sparse
+
+    if floor <= 0:
+        raise ValueError("floor must be > 0")
+    xn = _checked(protos, X, strategy)
+    n, p = len(xn), len(protos)
+    if n == 0 or p == 0:
+        return sparse.csr_matrix((n, p), dtype=np.float32)
+    use_cen, use_ex = strategy != "exemplar", strategy != "centroid" and len(protos.exemplars) > 0
+    vectors = np.concatenate([v for v, on in ((protos.centroids, use_cen), (protos.exemplars, use_ex)) if on]).astype(np.float32)
+    owner = np.concatenate([o for o, on in ((np.arange(p), use_cen), (np.asarray(protos.exemplar_owner, np.int64), use_ex)) if on])
+    faces, labels = _label_hits(xn, vectors, floor)
+    pairs = np.unique(faces.astype(np.int64) * p + owner[labels])
+    f, q = pairs // p, pairs % p
+    vals = _pair_scores(protos, xn, f, q, strategy)
+    keep = vals >= floor
+    return sparse.csr_matrix((vals[keep].astype(np.float32), (f[keep], q[keep])), shape=(n, p))
+
+
+def _label_hits(xn: np.ndarray, vectors: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """(face rows, vector rows) of every pair with cosine >= ``floor`` (exact), or of those the cells find."""
+    from face_pipeline.core.clustering.neighbours import _nearest_cells, _spherical_kmeans
+
+    n, m = len(xn), len(vectors)
+    hits_f: list[np.ndarray] = []
+    hits_l: list[np.ndarray] = []
+    if float(n) * m <= EXACT_CANDIDATE_PAIRS:
+        step = max(1, _CHUNK_ELEMENTS // max(1, m))
+        for lo in range(0, n, step):
+            r, c = np.nonzero(xn[lo : lo + step] @ vectors.T >= floor)
+            hits_f.append(r + lo)
+            hits_l.append(c)
+    else:
+        cells = int(np.clip(round(2 * np.sqrt(m)), 8, 1024))
+        cent = _spherical_kmeans(vectors, cells, np.random.default_rng(0))
+        home = _nearest_cells(vectors, cent, 1)[:, 0]
+        probes = _nearest_cells(xn, cent, min(CANDIDATE_PROBES, cells))
+        for c in range(cells):
+            members = np.flatnonzero(home == c)
+            queries = np.flatnonzero((probes == c).any(axis=1))
+            if members.size == 0 or queries.size == 0:
+                continue
+            step = max(1, _CHUNK_ELEMENTS // members.size)
+            for lo in range(0, queries.size, step):
+                q = queries[lo : lo + step]
+                r, k = np.nonzero(xn[q] @ vectors[members].T >= floor)
+                hits_f.append(q[r])
+                hits_l.append(members[k])
+    if not hits_f:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(hits_f), np.concatenate(hits_l)
+
+
+def pair_scores(protos: Prototypes, X: np.ndarray, f: np.ndarray, q: np.ndarray, strategy: str = "hybrid") -> np.ndarray:
+    """:func:`person_scores` for the pairs (face ``f[i]`` of ``X``, person ``q[i]``) only, exactly."""
+    return _pair_scores(protos, _checked(protos, X, strategy), np.asarray(f, np.int64), np.asarray(q, np.int64), strategy)
+
+
+def _pair_scores(protos: Prototypes, xn: np.ndarray, f: np.ndarray, q: np.ndarray, strategy: str) -> np.ndarray:
+    """:func:`pair_scores` on normalised faces."""
+    out = np.full(len(f), -1.0, np.float32)
+    if len(f) == 0:
+        return out
+    cen = np.einsum("ij,ij->i", xn[f], protos.centroids[q]) if strategy != "exemplar" else None
+    ex = None
+    if strategy != "centroid" and len(protos.exemplars):
+        owner = np.asarray(protos.exemplar_owner, np.int64)
+        counts = np.bincount(owner, minlength=len(protos))
+        width = int(counts.max())
+        slot = np.full((len(protos), width), -1, np.int64)
+        order = np.argsort(owner, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slot[owner[order], np.arange(len(owner)) - np.repeat(starts, counts)] = order
+        k = np.minimum(counts[q], _EXEMPLAR_TOP_K)
+        ex = np.empty(len(f), np.float32)
+        step = max(1, _CHUNK_ELEMENTS // (width * xn.shape[1]))
+        for lo in range(0, len(f), step):
+            sl = slice(lo, lo + step)
+            cols = slot[q[sl]]  # (b, width)
+            sims = np.einsum("bwd,bd->bw", protos.exemplars[np.maximum(cols, 0)], xn[f[sl]])
+            sims[cols < 0] = -np.inf
+            sims = -np.sort(-sims, axis=1)[:, :_EXEMPLAR_TOP_K]
+            top = np.where(np.isfinite(sims), sims, 0.0).sum(axis=1)
+            ex[sl] = top / np.maximum(k[sl], 1)
+    if strategy == "centroid":
+        return cen.astype(np.float32)
+    if strategy == "exemplar":
+        return ex
+    return np.maximum(cen, ex).astype(np.float32) if ex is not None else cen.astype(np.float32)
+
+
 def _checked(protos: Prototypes, X: np.ndarray, strategy: str) -> np.ndarray:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")

@@ -211,15 +211,16 @@ def name_faces(
             if int(human[i]) in col:
                 occupied[g[i]].add(col[int(human[i])])
 
-    S = assign_mod.person_scores(protos, X[cand], strategy) if cand.size else np.zeros((0, len(pers)), np.float32)
-    res = assign_mod.assign_scores(
-        S, threshold=direct, margin=margin, groups=None if g is None else g[cand].tolist(), rejected=bad_local,
-        occupied=dict(occupied) if g is not None else None,
-    )
+    # Scores of candidate faces against named people, stored only where they can matter: at or above the lowest
+    # bar any rule reads (a library of 1M faces and 10k people has no room for the dense matrix).
+    floor = min(impostor, direct, getattr(head, "raw_floor", np.inf))
+    S = _Scores(assign_mod.candidate_scores(protos, X[cand], strategy, floor=floor), floor)
+    res = S.assign(threshold=direct, margin=margin, groups=None if g is None else g[cand].tolist(), rejected=bad_local,
+                   occupied=dict(occupied) if g is not None else None)
 
     # Rule 5: the face's own cluster (and the finer one, when given) may say it is someone else.
-    coarse = _view(X, clusters, human, evidence, protos, strategy)
-    fine = _view(X, fine_clusters, human, evidence, protos, strategy)
+    coarse = _view(X, clusters, human, evidence, protos, strategy, floor)
+    fine = _view(X, fine_clusters, human, evidence, protos, strategy, floor)
     evidence_views = [v for v in (coarse, fine) if v is not None]
     labelled_in = coarse.holders if coarse is not None else {}
     if coarse is not None:
@@ -255,23 +256,25 @@ def name_faces(
             if len(holders) == 1:
                 p = next(iter(holders))
             elif not holders and coarse.size.get(c, 0) >= MIN_EVIDENCE_CLUSTER:
-                p = int(pers[int(np.argmax(coarse.score[c]))])  # the person the group as a whole is closest to
+                best = coarse.best(c)
+                if best < 0:
+                    continue
+                p = int(pers[best])  # the person the group as a whole is closest to
             else:
                 continue
-            if p not in col or float(coarse.score[c][col[p]]) < direct:
+            if p not in col or coarse.score(c, col[p]) < direct:
                 continue
             if g is not None and (p in taken[g[i]] or col[p] in occupied.get(g[i], ())):  # one person per photo
                 continue
             if not _linked_at_fine_link(fine, i, p, col[p], direct):
                 continue
-            row = S[local].astype(np.float64).copy()
-            row[list(bad_local.get(local, ()))] = -np.inf
-            if not np.isfinite(row[col[p]]) or row[col[p]] < impostor or int(np.argmax(row)) != col[p]:
+            cols, vals = S.row(local, bad_local.get(local, ()))
+            at = np.flatnonzero(cols == col[p])
+            if at.size == 0 or vals[at[0]] < impostor or int(cols[np.argmax(vals)]) != col[p]:
                 continue
             person[i] = p
-            confidence[i] = float(row[col[p]])
-            others = np.delete(row, col[p])
-            gap[i] = float(row[col[p]] - others.max()) if len(others) and np.isfinite(others.max()) else 1.0
+            confidence[i] = float(vals[at[0]])
+            gap[i] = S.lead(vals, int(at[0]), len(pers))
             if g is not None:
                 taken[g[i]].add(p)
 
@@ -302,20 +305,28 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
     that is a candidate for exactly one person; a new name must pass rule 5 like any other; names given here
     vouch for nobody and move no prototype."""
     owner = [col[int(human[i])] for i in evidence]
-    H = np.asarray(head.named_person_scores(X[cand], X[evidence], owner, len(pers)), dtype=np.float64)
-    raw = S.astype(np.float64).copy()
-    for local, bad in bad_local.items():
-        raw[local, list(bad)] = -np.inf
     taken: dict[Hashable, set[int]] = defaultdict(set)
     if g is not None:
         for i in np.flatnonzero(person >= 0):
             taken[g[i]].add(int(person[i]))
-        for local, i in enumerate(cand.tolist()):
-            raw[local, list(occupied.get(g[i], ()))] = -np.inf
-    choice, _ = head.name(np.where(np.isfinite(raw), raw, -1.0).astype(np.float32), H.astype(np.float32))
+    choice = np.full(len(cand), -1, np.int64)
+    chosen_raw = np.full(len(cand), -np.inf)
+    for block in S.blocks(None if g is None else g[cand].tolist()):
+        raw, cols = S.dense(block)
+        if not len(cols):
+            continue
+        where = {c: j for j, c in enumerate(cols.tolist())}
+        for r, local in enumerate(block.tolist()):
+            banned = set(bad_local.get(local, ())) | (set(occupied.get(g[cand[local]], ())) if g is not None else set())
+            raw[r, [where[c] for c in banned if c in where]] = -1.0
+        H = np.asarray(head.named_person_scores(X[cand[block]], X[evidence], owner, len(pers)), dtype=np.float32)[:, cols]
+        picked, _ = head.name(raw.astype(np.float32), H)
+        ok = picked >= 0
+        choice[block[ok]] = cols[picked[ok]]
+        chosen_raw[block[ok]] = raw[np.flatnonzero(ok), picked[ok]]
     for local, i in enumerate(cand.tolist()):
         c = int(choice[local])
-        if c < 0 or vetoed[i] or int(pers[c]) == person[i] or raw[local, c] < impostor:
+        if c < 0 or vetoed[i] or int(pers[c]) == person[i] or chosen_raw[local] < impostor:
             continue
         p = int(pers[c])
         if g is not None and p in taken[g[i]]:
@@ -326,9 +337,10 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
             taken[g[i]].discard(int(person[i]))
             taken[g[i]].add(p)
         person[i] = p
-        confidence[i] = float(raw[local, c])
-        others = np.delete(raw[local], c)
-        gap[i] = float(raw[local, c] - others.max()) if len(others) and np.isfinite(others.max()) else 1.0
+        confidence[i] = float(chosen_raw[local])
+        cols, vals = S.row(local, bad_local.get(local, ()))
+        at = np.flatnonzero(cols == c)
+        gap[i] = S.lead(vals, int(at[0]), len(pers)) if at.size else 0.0
 
 
 def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strategy, clusters, labelled_in, vetoed,
@@ -349,51 +361,55 @@ def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strate
     if multi:
         M = np.stack([X[groups_of[c]].sum(axis=0) for c in multi])
         M /= np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
-        group_scores = dict(zip(multi, assign_mod.person_scores(protos, M.astype(np.float32), strategy).astype(np.float64)))
+        G = _Scores(assign_mod.candidate_scores(protos, M.astype(np.float32), strategy, floor=S.floor), S.floor)
+        group_row = {c: r for r, c in enumerate(multi)}
 
-    def admissible_scores(c: int) -> np.ndarray:
-        """Group ``c``'s mean face against every person, persons any of its faces rejected or whose photo holds
-        them removed."""
-        s = group_scores[c].copy()
-        for i in groups_of[c]:
-            if i in local_of:
-                s[list(bad_local.get(local_of[i], ()))] = -np.inf
-        return s
+    def banned_for(c: int) -> set[int]:
+        """Persons any face of group ``c`` was rejected for (or is a different person from)."""
+        return {b for i in groups_of[c] if i in local_of for b in bad_local.get(local_of[i], ())}
 
     # Groups: one question per unknown group whose mean face reaches the impostor bar for one person, or that
     # holds one person's labels (a chain: the group knows, the faces alone did not clear the bar).
     for c in multi:
         rows = groups_of[c]
         holders = labelled_in.get(c, set())
-        s = admissible_scores(c)
+        banned = banned_for(c)
         if len(holders) == 1 and next(iter(holders)) in col:
             c_p = col[next(iter(holders))]
+            if c_p in banned:
+                continue
+            m = M[group_row[c]][None, :].astype(np.float32)  # the score itself, even below the floor: the group knows
+            score = float(assign_mod.pair_scores(protos, m, np.zeros(1, np.int64), np.array([c_p]), strategy)[0])
         else:
-            c_p = int(np.argmax(s)) if len(s) else -1
-        if c_p < 0 or not np.isfinite(s[c_p]) or (s[c_p] < impostor and len(holders) != 1):
-            continue
-        out.append(RawSuggestion("cluster_is_person", tuple(rows), person=int(pers[c_p]), score=float(s[c_p]), bar=direct, cluster=c))
+            cols, vals = G.row(group_row[c], banned)
+            if not len(cols):
+                continue
+            c_p, score = int(cols[np.argmax(vals)]), float(vals.max())
+            if score < impostor:
+                continue
+        out.append(RawSuggestion("cluster_is_person", tuple(rows), person=int(pers[c_p]), score=score, bar=direct, cluster=c))
 
     # Single faces: between the bars, or vetoed by their cluster without forming a group of their own.
     for i in np.flatnonzero(unnamed).tolist():
         if i in in_group or i not in local_of:
             continue
-        local = local_of[i]
-        row = S[local].astype(np.float64).copy()
-        row[list(bad_local.get(local, ()))] = -np.inf
-        if not len(row):
+        cols, vals = S.row(local_of[i], bad_local.get(local_of[i], ()))
+        if not len(cols):
             continue
-        c_p = int(np.argmax(row))
-        if np.isfinite(row[c_p]) and row[c_p] >= impostor:
-            out.append(RawSuggestion("face_is_person", (i,), person=int(pers[c_p]), score=float(row[c_p]), bar=direct,
+        c_p = int(cols[np.argmax(vals)])
+        if vals.max() >= impostor:
+            out.append(RawSuggestion("face_is_person", (i,), person=int(pers[c_p]), score=float(vals.max()), bar=direct,
                                      cluster=int(clusters[i]) if clusters is not None and clusters[i] >= 0 else None))
 
     # Two people who may be one: their labels' centroids at the direct bar.
     if len(protos) > 1:
-        C = protos.centroids @ protos.centroids.T
-        np.fill_diagonal(C, -np.inf)
-        for a, b in zip(*np.nonzero(np.triu(C >= direct, 1))):
-            out.append(RawSuggestion("same_person", (), person=int(pers[a]), other_person=int(pers[b]), score=float(C[a, b]), bar=direct))
+        from face_pipeline.core.clustering.neighbours import neighbour_graph
+
+        idx, sims = neighbour_graph(protos.centroids, min(SAME_PERSON_NEIGHBOURS, len(protos) - 1), floor=direct)
+        pairs = {(min(a, int(b)), max(a, int(b))): float(v) for a in range(len(protos))
+                 for b, v in zip(idx[a], sims[a]) if b >= 0 and v >= direct}
+        for (a, b), v in sorted(pairs.items()):
+            out.append(RawSuggestion("same_person", (), person=int(pers[a]), other_person=int(pers[b]), score=v, bar=direct))
     if clusters is not None:
         out += _same_person_clusters(X, clusters, person, direct, groups_of)
     return out
@@ -425,18 +441,120 @@ def _same_person_clusters(X: np.ndarray, clusters: np.ndarray, person: np.ndarra
     return out
 
 
+class _Scores:
+    """Scores of faces (rows) against named people (columns), stored only at or above ``floor``
+    (:func:`assign.candidate_scores`). An entry not stored is below the floor, so below every bar a rule reads
+    it against; where a value must stand in for it (a margin), the floor does: margins are then lower bounds."""
+
+    def __init__(self, matrix, floor: float) -> None:
+        self.m = matrix.tocsr()
+        self.floor = float(floor)
+
+    def row(self, r: int, banned=()) -> tuple[np.ndarray, np.ndarray]:
+        """(columns, scores) stored for row ``r``, ``banned`` columns left out."""
+        a, b = self.m.indptr[r], self.m.indptr[r + 1]
+        cols, vals = self.m.indices[a:b], self.m.data[a:b].astype(np.float64)
+        if banned and len(cols):
+            keep = ~np.isin(cols, list(banned))
+            cols, vals = cols[keep], vals[keep]
+        return cols, vals
+
+    def get(self, r: int, c: int) -> float:
+        cols, vals = self.row(r)
+        at = np.flatnonzero(cols == c)
+        return float(vals[at[0]]) if at.size else -np.inf
+
+    def best(self, r: int) -> int:
+        cols, vals = self.row(r)
+        return int(cols[np.argmax(vals)]) if len(cols) else -1
+
+    def lead(self, vals: np.ndarray, at: int, n_people: int) -> float:
+        """How far entry ``at`` of a row leads the rest (the runner-up, or the floor for people not stored)."""
+        if n_people <= 1:
+            return 1.0
+        others = np.delete(vals, at)
+        return float(vals[at] - max(others.max() if others.size else -np.inf, self.floor))
+
+    def blocks(self, groups: Sequence | None, size: int = 2048) -> Iterable[np.ndarray]:
+        """Row indices in blocks of about ``size`` that never split the faces of one photo."""
+        n = self.m.shape[0]
+        if n == 0:
+            return
+        if groups is None:
+            yield from (np.arange(lo, min(n, lo + size)) for lo in range(0, n, size))
+            return
+        codes: dict = {}
+        key = np.array([codes.setdefault(x, len(codes)) for x in groups], dtype=np.int64)
+        order = np.argsort(key, kind="stable")
+        start = 0
+        for end in [*(np.flatnonzero(np.diff(key[order])) + 1).tolist(), n]:  # photo boundaries
+            if end - start >= size or end == n:
+                yield order[start:end]
+                start = end
+
+    def dense(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (len(block), K) float64, the K columns any row of the block stores); not stored = below floor."""
+        sub = self.m[block]
+        cols = np.unique(sub.indices)
+        out = np.full((len(block), len(cols)), self.floor - 1e-6)
+        if len(cols):
+            sub = sub[:, cols].tocoo()
+            out[sub.row, sub.col] = sub.data
+        return out, cols
+
+    def assign(self, *, threshold: float, margin: float, groups: Sequence | None, rejected: dict[int, set[int]],
+               occupied: dict | None):
+        """:func:`assign.assign_scores` block by block (a photo's faces are matched jointly, so blocks keep
+        photos whole); person indices are columns of the full matrix."""
+        n = self.m.shape[0]
+        person = np.full(n, -1, np.int64)
+        conf = np.full(n, np.nan)
+        gaps = np.full(n, np.nan)
+        for block in self.blocks(groups):
+            D, cols = self.dense(block)
+            if not len(cols):
+                continue
+            where = {c: j for j, c in enumerate(cols.tolist())}
+            sub_rej = {r: {where[c] for c in rejected[local] if c in where} for r, local in enumerate(block.tolist()) if local in rejected}
+            sub_groups = None if groups is None else [groups[local] for local in block.tolist()]
+            sub_occ = None
+            if occupied is not None and sub_groups is not None:
+                sub_occ = {x: {where[c] for c in occupied[x] if c in where} for x in set(sub_groups) if x in occupied}
+            res = assign_mod.assign_scores(D, threshold=threshold, margin=margin, groups=sub_groups, rejected=sub_rej, occupied=sub_occ)
+            got = res.person_index >= 0
+            person[block[got]] = cols[res.person_index[got]]
+            conf[block] = res.confidence
+            gaps[block] = res.margin
+        return _Assigned(person, conf, gaps)
+
+
+@dataclass
+class _Assigned:
+    person_index: np.ndarray
+    confidence: np.ndarray
+    margin: np.ndarray
+
+
 @dataclass
 class _EvidenceView:
     """One clustering of everyone seen as evidence: which persons' labels each group holds, its size, and its
-    mean face's score against every person."""
+    mean face's scores against named people (stored at or above the floor only)."""
 
     clusters: np.ndarray
     holders: dict[int, set[int]]
     size: dict[int, int]
-    score: dict[int, np.ndarray]
+    row_of: dict[int, int]
+    scores: _Scores
+
+    def score(self, c: int, c_p: int) -> float:
+        """Group ``c``'s mean face against person column ``c_p`` (-inf: below the floor)."""
+        return self.scores.get(self.row_of[c], c_p) if c in self.row_of else -np.inf
+
+    def best(self, c: int) -> int:
+        return self.scores.best(self.row_of[c]) if c in self.row_of else -1
 
 
-def _view(X, clusters, human, evidence, protos, strategy) -> _EvidenceView | None:
+def _view(X, clusters, human, evidence, protos, strategy, floor) -> _EvidenceView | None:
     if clusters is None:
         return None
     clusters = np.asarray(clusters, dtype=np.int64)
@@ -445,8 +563,8 @@ def _view(X, clusters, human, evidence, protos, strategy) -> _EvidenceView | Non
         if clusters[i] >= 0:
             holders[int(clusters[i])].add(int(human[i]))
     ids, mean, size = _mean_faces(X, clusters)
-    cs = assign_mod.person_scores(protos, mean, strategy) if len(ids) else np.zeros((0, len(protos)))
-    return _EvidenceView(clusters, holders, dict(zip(ids.tolist(), size.tolist())), {int(c): cs[r] for r, c in enumerate(ids)})
+    scores = _Scores(assign_mod.candidate_scores(protos, mean, strategy, floor=floor), floor)
+    return _EvidenceView(clusters, holders, dict(zip(ids.tolist(), size.tolist())), {int(c): r for r, c in enumerate(ids.tolist())}, scores)
 
 
 def _someone_else(v: _EvidenceView, i: int, p: int, c_p: int, direct: float) -> bool:
@@ -457,7 +575,7 @@ def _someone_else(v: _EvidenceView, i: int, p: int, c_p: int, direct: float) -> 
     holders = v.holders.get(c, set())
     if holders:
         return p not in holders
-    return v.size[c] >= MIN_EVIDENCE_CLUSTER and float(v.score[c][c_p]) < direct
+    return v.size[c] >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) < direct
 
 
 def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int, c_p: int, direct: float) -> bool:
@@ -473,7 +591,7 @@ def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int, c_p: int, dire
     holders = v.holders.get(c, set())
     if holders:
         return holders == {p}
-    return v.size[c] >= MIN_EVIDENCE_CLUSTER and float(v.score[c][c_p]) >= direct
+    return v.size[c] >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) >= direct
 
 
 def unknown_groups(clusters: np.ndarray, person: np.ndarray, min_size: int = 2) -> np.ndarray:

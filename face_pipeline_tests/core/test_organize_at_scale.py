@@ -196,3 +196,60 @@ def test_organise_gives_the_same_clusters_with_or_without_the_remembered_cluster
     assert _rows(settings) == _rows(twin)
     groups = {r[1] for r in _rows(settings).values() if face_state.is_unknown_cluster(r[1])}
     assert len(groups) >= 2  # Uma and Ulf: there were clusters to agree on
+
+
+# ------------------------------------------------------------------------------ scores of named people ----
+def _people(seed: int = 0):
+    from face_pipeline.core import assign as assign_mod
+
+    rng = np.random.default_rng(seed)
+    X = _faces(2400, seed)
+    labels = rng.choice(len(X), 240, replace=False)
+    owner = rng.integers(0, 50, len(labels))
+    return X, assign_mod.build_prototypes(X[labels] + 0.05 * rng.normal(size=(len(labels), X.shape[1])).astype(np.float32),
+                                          owner.tolist())
+
+
+@pytest.mark.parametrize("strategy", ["hybrid", "centroid", "exemplar"])
+def test_candidate_scores_are_the_dense_scores_at_or_above_the_floor(strategy):
+    from face_pipeline.core import assign as assign_mod
+
+    X, protos = _people()
+    dense = assign_mod.person_scores(protos, X, strategy)
+    sparse_scores = assign_mod.candidate_scores(protos, X, strategy, floor=0.3).toarray()
+    assert np.allclose(sparse_scores, np.where(dense >= 0.3, dense, 0.0), atol=1e-5)
+    assert (dense >= 0.3).sum() > 100  # there were pairs to find
+
+
+def test_candidate_scores_by_cells_never_invent_a_score(monkeypatch):
+    """Above the exact budget the search runs in cells: it may miss a pair (read as below the floor), but every
+    score it returns is the exact one."""
+    from face_pipeline.core import assign as assign_mod
+
+    X, protos = _people(1)
+    dense = assign_mod.person_scores(protos, X, "hybrid")
+    monkeypatch.setattr(assign_mod, "EXACT_CANDIDATE_PAIRS", 10)
+    got = assign_mod.candidate_scores(protos, X, "hybrid", floor=0.3).toarray()
+    stored = got != 0
+    assert np.allclose(got[stored], dense[stored], atol=1e-5) and (dense[stored] >= 0.3).all()
+    assert stored.sum() >= 0.9 * (dense >= 0.3).sum()
+
+
+def test_blockwise_assignment_is_the_dense_assignment():
+    """Faces of one photo are matched jointly; doing it in photo-aligned blocks over the stored scores gives the
+    dense matrix's answer whenever the threshold is at or above the floor."""
+    from face_pipeline.core import assign as assign_mod
+    from face_pipeline.core import naming
+
+    X, protos = _people(2)
+    rng = np.random.default_rng(5)
+    photos = rng.integers(0, 900, len(X)).tolist()  # 2-3 faces on many photos: real matching problems
+    rejected = {int(r): {int(rng.integers(0, len(protos)))} for r in rng.choice(len(X), 80, replace=False)}
+    occupied = {photos[int(r)]: {int(rng.integers(0, len(protos)))} for r in rng.choice(len(X), 40, replace=False)}
+    dense = assign_mod.assign_scores(assign_mod.person_scores(protos, X, "hybrid"), threshold=0.4, groups=photos,
+                                     rejected=rejected, occupied=occupied)
+    scores = naming._Scores(assign_mod.candidate_scores(protos, X, "hybrid", floor=0.3), 0.3)
+    blockwise = scores.assign(threshold=0.4, margin=0.0, groups=photos, rejected=rejected, occupied=occupied)
+    assert np.array_equal(dense.person_index, blockwise.person_index)
+    named = dense.person_index >= 0
+    assert named.sum() > 50 and np.allclose(dense.confidence[named], blockwise.confidence[named], atol=1e-5)
