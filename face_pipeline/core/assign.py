@@ -256,12 +256,53 @@ def candidate_scores(protos: Prototypes, X: np.ndarray, strategy: str = "hybrid"
     use_cen, use_ex = strategy != "exemplar", strategy != "centroid" and len(protos.exemplars) > 0
     vectors = np.concatenate([v for v, on in ((protos.centroids, use_cen), (protos.exemplars, use_ex)) if on]).astype(np.float32)
     owner = np.concatenate([o for o, on in ((np.arange(p), use_cen), (np.asarray(protos.exemplar_owner, np.int64), use_ex)) if on])
-    faces, labels = _label_hits(xn, vectors, floor)
-    pairs = np.unique(faces.astype(np.int64) * p + owner[labels])
-    f, q = pairs // p, pairs % p
-    vals = _pair_scores(protos, xn, f, q, strategy)
+    if float(n) * len(vectors) <= EXACT_CANDIDATE_PAIRS:
+        f, q, vals = _exact_candidates(protos, xn, vectors, owner, floor, strategy, use_cen)
+    else:
+        faces, labels = _label_hits(xn, vectors, floor)
+        pairs = np.unique(faces.astype(np.int64) * p + owner[labels])
+        f, q = pairs // p, pairs % p
+        vals = _pair_scores(protos, xn, f, q, strategy)
     keep = vals >= floor
     return sparse.csr_matrix((vals[keep].astype(np.float32), (f[keep], q[keep])), shape=(n, p))
+
+
+def _exact_candidates(protos, xn, vectors, owner, floor, strategy, use_cen):
+    """Blocked exact search and scoring in one pass: each block's products against every label vector give both
+    the candidate pairs and, read back from the same products, their exact scores (no second product)."""
+    p = len(protos)
+    n_cen = p if use_cen else 0
+    ex_owner = np.asarray(protos.exemplar_owner, np.int64)
+    counts = np.bincount(ex_owner, minlength=p) if len(ex_owner) else np.zeros(p, np.int64)
+    width = int(counts.max()) if len(ex_owner) else 0
+    slot = np.full((p, max(width, 1)), -1, np.int64)
+    if len(ex_owner):
+        order = np.argsort(ex_owner, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slot[ex_owner[order], np.arange(len(ex_owner)) - np.repeat(starts, counts)] = order
+    out_f, out_q, out_v = [], [], []
+    step = max(1, _CHUNK_ELEMENTS // max(1, len(vectors)))
+    for lo in range(0, len(xn), step):
+        sims = xn[lo : lo + step] @ vectors.T
+        r, c = np.nonzero(sims >= floor)
+        if r.size == 0:
+            continue
+        pairs = np.unique(r.astype(np.int64) * p + owner[c])
+        rr, q = pairs // p, pairs % p
+        cen = sims[rr, q] if use_cen else None
+        ex = None
+        if strategy != "centroid" and width:
+            cols = slot[q]
+            got = np.where(cols >= 0, sims[rr[:, None], n_cen + np.maximum(cols, 0)], -np.inf)
+            got = -np.sort(-got, axis=1)[:, :_EXEMPLAR_TOP_K]
+            ex = np.where(np.isfinite(got), got, 0.0).sum(axis=1) / np.maximum(np.minimum(counts[q], _EXEMPLAR_TOP_K), 1)
+        vals = cen if strategy == "centroid" else ex if strategy == "exemplar" else (np.maximum(cen, ex) if ex is not None else cen)
+        out_f.append(rr + lo)
+        out_q.append(q)
+        out_v.append(np.asarray(vals, np.float32))
+    if not out_f:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(out_f), np.concatenate(out_q), np.concatenate(out_v)
 
 
 def _label_hits(xn: np.ndarray, vectors: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:

@@ -430,14 +430,18 @@ def _same_person_clusters(X: np.ndarray, clusters: np.ndarray, person: np.ndarra
     M = np.stack([X[groups_of[c]].sum(axis=0) for c in ids]).astype(np.float32)
     M /= np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
     idx, sims = neighbour_graph(M, min(SAME_PERSON_NEIGHBOURS, len(ids) - 1), floor=direct)
-    out, seen = [], set()
-    for a in range(len(ids)):
-        for b, s in zip(idx[a].tolist(), sims[a].tolist()):
-            if b < 0 or s < direct or (min(a, b), max(a, b)) in seen:
-                continue
-            seen.add((min(a, b), max(a, b)))
-            out.append(RawSuggestion("same_person", tuple(groups_of[ids[a]]), other_rows=tuple(groups_of[ids[b]]), score=float(s),
-                                     bar=direct, cluster=ids[a], other_cluster=ids[b]))
+    pairs = sorted({(float(s), min(a, b), max(a, b)) for a in range(len(ids)) for b, s in zip(idx[a].tolist(), sims[a].tolist())
+                    if b >= 0 and s >= direct}, reverse=True)
+    # One open question per group at a time, its closest partner first: a question lists every face of both groups
+    # (an answer applies to all of them), and asking about one large group five times over filled the queue with
+    # millions of face rows at 200k faces. The answered pair is never asked again, so the next run asks the next.
+    out, asked = [], set()
+    for s, a, b in pairs:
+        if a in asked or b in asked:
+            continue
+        asked |= {a, b}
+        out.append(RawSuggestion("same_person", tuple(groups_of[ids[a]]), other_rows=tuple(groups_of[ids[b]]), score=s,
+                                 bar=direct, cluster=ids[a], other_cluster=ids[b]))
     return out
 
 

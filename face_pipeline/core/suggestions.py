@@ -361,6 +361,7 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
     for chunk in _chunks(group_faces):
         answered_pairs.update((a, b) for a, b in s.execute(select(FacePairConstraint.face_id_a, FacePairConstraint.face_id_b)
                                                            .where(FacePairConstraint.face_id_a.in_(chunk))))
+    answered_faces = {f for pair in answered_pairs for f in pair}  # only these can make a group pair answered
     answered_fps = set(s.scalars(select(SuggestionRecord.fingerprint).where(
         SuggestionRecord.status.in_((SUGGESTION_ACCEPTED, SUGGESTION_REJECTED)))))
 
@@ -391,7 +392,8 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
             if not a or not b:
                 continue
             sa, sb = set(a), set(b)
-            if any(_pair(f, g) in answered_pairs for f in a for g in b):
+            if (sa & answered_faces and sb & answered_faces) and any(_pair(f, g) in answered_pairs for f in sa & answered_faces
+                                                                    for g in sb & answered_faces):
                 continue
             if any((sa & ra and sb & rb) or (sa & rb and sb & ra) for ra, rb in rejected_groups):
                 continue
