@@ -243,12 +243,10 @@ def candidate_scores(protos: Prototypes, X: np.ndarray, strategy: str = "hybrid"
     The scores of the candidate pairs are then computed exactly as :func:`person_scores` would.
 
     Returns a CSR matrix (N, P) of float32 scores; entries below ``floor`` are not stored (read them as "below
-    the floor"). ``floor`` must be positive (a stored 0 would be indistinguishable from an absent entry).
+    the floor"). A score of exactly 0.0 cannot be told from an absent entry; cosines of real faces are never
+    exactly 0 (a zero vector scores 0 against everyone and is below any sensible floor).
     """
     from scipy import sparse
-
-    if floor <= 0:
-        raise ValueError("floor must be > 0")
     xn = _checked(protos, X, strategy)
     n, p = len(xn), len(protos)
     if n == 0 or p == 0:

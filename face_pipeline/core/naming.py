@@ -219,8 +219,8 @@ def name_faces(
                    occupied=dict(occupied) if g is not None else None)
 
     # Rule 5: the face's own cluster (and the finer one, when given) may say it is someone else.
-    coarse = _view(X, clusters, human, evidence, protos, strategy, floor)
-    fine = _view(X, fine_clusters, human, evidence, protos, strategy, floor)
+    coarse = _view(X, clusters, human, evidence, protos, strategy, floor, cand)
+    fine = _view(X, fine_clusters, human, evidence, protos, strategy, floor, cand)
     evidence_views = [v for v in (coarse, fine) if v is not None]
     labelled_in = coarse.holders if coarse is not None else {}
     if coarse is not None:
@@ -558,7 +558,9 @@ class _EvidenceView:
         return self.scores.best(self.row_of[c]) if c in self.row_of else -1
 
 
-def _view(X, clusters, human, evidence, protos, strategy, floor) -> _EvidenceView | None:
+def _view(X, clusters, human, evidence, protos, strategy, floor, cand) -> _EvidenceView | None:
+    """The evidence view of one clustering. Sizes and mean faces are only needed for the groups candidate faces
+    sit in: an incremental run (a batch of 1,000 in a library of a million) computes those few, not all."""
     if clusters is None:
         return None
     clusters = np.asarray(clusters, dtype=np.int64)
@@ -566,7 +568,8 @@ def _view(X, clusters, human, evidence, protos, strategy, floor) -> _EvidenceVie
     for i in evidence:
         if clusters[i] >= 0:
             holders[int(clusters[i])].add(int(human[i]))
-    ids, mean, size = _mean_faces(X, clusters)
+    asked = np.unique(clusters[cand])
+    ids, mean, size = _mean_faces(X, np.where(np.isin(clusters, asked[asked >= 0]), clusters, -1))
     scores = _Scores(assign_mod.candidate_scores(protos, mean, strategy, floor=floor), floor)
     return _EvidenceView(clusters, holders, dict(zip(ids.tolist(), size.tolist())), {int(c): r for r, c in enumerate(ids.tolist())}, scores)
 

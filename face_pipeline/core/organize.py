@@ -21,7 +21,7 @@ import io
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Callable, Sequence
 
@@ -39,6 +39,7 @@ from face_pipeline.core.db.schema import (
     HUMAN_SOURCES,
     PERSON_MERGED,
     PIPELINE_ACTOR,
+    SOURCE_AUTO,
     FaceAssignmentEvent,
     FaceInstance,
     FaceRejection,
@@ -143,6 +144,7 @@ class AssignmentReport:
     impostor_bar: float = 0.0
     vetoed: int = 0  # faces that cleared the bar but whose cluster is clearly someone else (became suggestions)
     suggestions: list[Suggestion] = field(default_factory=list)
+    updates: dict[str, tuple] = field(default_factory=dict)  # face_id → (person, confidence, margin) decided this run
     seconds: float = 0.0
 
 
@@ -254,6 +256,7 @@ def supervised_assignment(
     rep.assigned = len(confidences)
     rep.mean_confidence = float(np.mean(confidences)) if confidences else 0.0
     _write_assignments(settings, updates, rep)
+    rep.updates = updates
     if rows is None:
         _store_suggestions(settings, rep.suggestions)
     rep.seconds = time.perf_counter() - t0
@@ -397,7 +400,7 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
         return rep
     a = supervised_assignment(settings, rows=rows, lib=lib, project=project)
     rep.assigned = a.assigned
-    lib = refresh_labels(settings, lib)
+    lib = _with_decisions(lib, a.updates)
     # A re-materialised batch brings back faces (same ids) that already hold an unknown cluster: they keep it and
     # count as cluster members. Treating them as new would turn a cluster lying inside the batch into noise and
     # lose its stable id at the next re-cluster.
@@ -434,6 +437,24 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
         face_state.set_unknown_groups(s, wanted)
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def _with_decisions(lib: Library, updates: dict[str, tuple]) -> Library:
+    """``lib`` as it stands after automation's decisions of this run, without reading the whole library's label
+    state from SQL again (at a million faces that read costs more than the batch's own work). Human rows are
+    never among the decisions written, so patching only automation's rows is what SQL now holds."""
+    if not updates:
+        return lib
+    pos = {f: i for i, f in enumerate(lib.face_ids)}
+    person_ids, cluster_ids, sources = list(lib.person_ids), list(lib.cluster_ids), list(lib.sources)
+    for fid, (person, _conf, _margin) in updates.items():
+        i = pos.get(fid)
+        if i is None or lib.human[i]:
+            continue
+        person_ids[i] = person
+        cluster_ids[i] = person  # an assigned face's group is its person; None sends it back to clustering
+        sources[i] = SOURCE_AUTO if person is not None else None
+    return replace(lib, person_ids=person_ids, cluster_ids=cluster_ids, sources=sources)
 
 
 def _group_the_rest(settings: Settings, lib: Library, left: list[int], new: set[str]) -> dict[str, str]:
