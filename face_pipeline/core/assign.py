@@ -238,8 +238,10 @@ def candidate_scores(protos: Prototypes, X: np.ndarray, strategy: str = "hybrid"
     and every rule that reads it only looks at persons at or above the impostor bar. A person can reach
     ``floor`` only if the face reaches ``floor`` against the person's centroid or one of their exemplars, so those
     label vectors are searched first — exactly (blocked products) up to :data:`EXACT_CANDIDATE_PAIRS` face x
-    label pairs, else in cells of a spherical k-means over the labels (:data:`CANDIDATE_PROBES` probed per face;
-    a pair that the cells miss reads as below ``floor``: fewer names and suggestions, never another person's).
+    label pairs, else in cells of a spherical k-means over the labels (:data:`CANDIDATE_PROBES` probed per face).
+    A pair the cells miss reads as below ``floor``. That usually means a missing name or suggestion, but if it is
+    the face's true best person the runner-up could win: naming's rule 5 still vetoes it wherever the face's
+    group holds the true person's labels, and the exact path covers libraries up to ~200k faces x 2k people.
     The scores of the candidate pairs are then computed exactly as :func:`person_scores` would.
 
     Returns a CSR matrix (N, P) of float32 scores; entries below ``floor`` are not stored (read them as "below

@@ -207,7 +207,17 @@ def write_pipeline_decisions(session: Session, decisions: dict[str, tuple[str | 
         stmt = update(table).where(table.c.face_id == bindparam("_face_id"), not_human).values({c: bindparam(c) for c in names})
         session.execute(stmt, params)
     if events:
-        session.execute(insert(FaceAssignmentEvent), events)
+        # A person may have labelled one of these faces after the read: the UPDATE left it alone, so no automatic
+        # event may claim otherwise (this transaction now holds the rows it wrote).
+        labelled_meanwhile = set()
+        ids_with_events = [e["face_id"] for e in events]
+        for i in range(0, len(ids_with_events), chunk):
+            labelled_meanwhile.update(session.scalars(select(table.c.face_id).where(
+                table.c.face_id.in_(ids_with_events[i : i + chunk]), table.c.person_id.is_not(None),
+                table.c.assignment_source.in_(sorted(HUMAN_SOURCES)))))
+        events = [e for e in events if e["face_id"] not in labelled_meanwhile]
+        if events:
+            session.execute(insert(FaceAssignmentEvent), events)
     return outcomes
 
 

@@ -315,8 +315,10 @@ class NamedPersonHead:
         ``label_owner[i]`` is the person index (0..P-1) of human label ``label_X[i]``."""
         return train_mod.centroid_scores(self.project(X), self.project(label_X), label_owner, n_people)
 
-    def name(self, raw_scores: np.ndarray, head_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return train_mod.name_faces(raw_scores, head_scores, raw_bar=self.raw_bar, raw_floor=self.raw_floor)
+    def name(self, raw_scores: np.ndarray, head_scores: np.ndarray, raw_bar: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``raw_bar`` may only raise the head's own bar (a run's stricter person threshold)."""
+        bar = self.raw_bar if raw_bar is None else max(self.raw_bar, raw_bar)
+        return train_mod.name_faces(raw_scores, head_scores, raw_bar=bar, raw_floor=self.raw_floor)
 
 
 def live_named_head(settings: Settings) -> NamedPersonHead | None:

@@ -140,7 +140,7 @@ def _mean_faces(X: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     from scipy import sparse  # a sparse membership product: np.add.at is ~20x slower at a million faces
 
     member = sparse.csr_matrix((np.ones(pos.size), (inv.ravel(), np.arange(pos.size))), shape=(ids.size, pos.size))
-    sums = np.asarray(member @ X[pos].astype(np.float64))
+    sums = np.asarray(member.astype(np.float32) @ X[pos], dtype=np.float64)  # float32 product: no 4 GB copy at 1M faces
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return ids, (sums / np.maximum(norms, 1e-12)).astype(np.float32), cnt
 
@@ -187,7 +187,11 @@ def name_faces(
     cand = np.array([i for i in (range(n) if candidates is None else candidates) if human[i] < 0], dtype=np.int64)
     if evidence.size == 0:
         if suggest and clusters is not None:
-            out.suggestions += _same_person_clusters(X, clusters, person, direct)
+            partners0: dict[int, set[int]] = defaultdict(set)
+            for a, b in cannot_link:
+                partners0[int(a)].add(int(b))
+                partners0[int(b)].add(int(a))
+            out.suggestions += _same_person_clusters(X, clusters, person, direct, partners=partners0)
         return out
     protos = assign_mod.build_prototypes(X[evidence], human[evidence].tolist())
     col = {int(p): c for c, p in enumerate(protos.person_ids)}  # person index → prototype column
@@ -281,7 +285,7 @@ def name_faces(
     # Rule 8: a promoted head decides among named people, never whether a face is anyone.
     if head is not None and cand.size and len(pers):
         _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local, occupied, g, pers, col, evidence,
-                      impostor, [v for v in (coarse, fine) if v is not None], direct, head)
+                      impostor, coarse, fine, direct, head)
 
     # Rule 7 among automatic names: two faces a person called different are never both given one name.
     for a, others in partners.items():
@@ -293,17 +297,21 @@ def name_faces(
 
     if suggest:
         out.suggestions = _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strategy, clusters,
-                                       labelled_in, vetoed, direct, impostor, col)
+                                       labelled_in, vetoed, direct, impostor, col, partners)
     return out
 
 
 def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local, occupied, g, pers, col, evidence,
-                  impostor, views, direct, head) -> None:
-    """Rule 8 (module docstring), in place: the head's contract (:func:`train.name_faces`) on the faces the raw
-    rules left as they are. A person is a candidate only above the impostor bar in *raw* space and when admissible
-    (not rejected, not already in the photo); the head may re-rank a raw name among candidates, or name a face
-    that is a candidate for exactly one person; a new name must pass rule 5 like any other; names given here
-    vouch for nobody and move no prototype."""
+                  impostor, coarse, fine, direct, head) -> None:
+    """Rule 8 (module docstring), in place: the head's contract (:func:`train.name_faces`) on top of the raw rules.
+
+    * The head's bar is never below the run's direct bar; a person is a candidate only above the impostor bar in
+      *raw* space and when admissible (not rejected, not already in the photo).
+    * A face the raw rules named may be moved to another candidate; a face they left unnamed may only be *lifted*,
+      and only when exactly one named person clears the head's raw floor for it, counted before any photo rule or
+      rejection (the head is never the tie-breaker between people the raw rules could not separate).
+    * Every name given here passes rule 5 in both clusterings, and one below the direct bar also needs rule 6's
+      fine-link tie (so never in an incremental run, which has no fine clustering). Names vouch for nobody."""
     owner = [col[int(human[i])] for i in evidence]
     taken: dict[Hashable, set[int]] = defaultdict(set)
     if g is not None:
@@ -315,15 +323,17 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
         raw, cols = S.dense(block)
         if not len(cols):
             continue
+        candidates = (raw >= head.raw_floor).sum(axis=1)
         where = {c: j for j, c in enumerate(cols.tolist())}
         for r, local in enumerate(block.tolist()):
             banned = set(bad_local.get(local, ())) | (set(occupied.get(g[cand[local]], ())) if g is not None else set())
             raw[r, [where[c] for c in banned if c in where]] = -1.0
         H = np.asarray(head.named_person_scores(X[cand[block]], X[evidence], owner, len(pers)), dtype=np.float32)[:, cols]
-        picked, _ = head.name(raw.astype(np.float32), H)
-        ok = picked >= 0
-        choice[block[ok]] = cols[picked[ok]]
-        chosen_raw[block[ok]] = raw[np.flatnonzero(ok), picked[ok]]
+        picked, _ = head.name(raw.astype(np.float32), H, raw_bar=direct)
+        for r, local in enumerate(block.tolist()):
+            if picked[r] < 0 or (person[cand[local]] < 0 and candidates[r] != 1):
+                continue
+            choice[local], chosen_raw[local] = cols[picked[r]], raw[r, picked[r]]
     for local, i in enumerate(cand.tolist()):
         c = int(choice[local])
         if c < 0 or vetoed[i] or int(pers[c]) == person[i] or chosen_raw[local] < impostor:
@@ -331,7 +341,9 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
         p = int(pers[c])
         if g is not None and p in taken[g[i]]:
             continue
-        if person[i] < 0 and any(_someone_else(v, i, p, c, direct) for v in views):
+        if any(_someone_else(v, i, p, c, direct) for v in (coarse, fine) if v is not None):
+            continue
+        if chosen_raw[local] < direct and not _linked_at_fine_link(fine, i, p, c, direct):
             continue
         if g is not None:
             taken[g[i]].discard(int(person[i]))
@@ -344,7 +356,7 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
 
 
 def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strategy, clusters, labelled_in, vetoed,
-                 direct, impostor, col) -> list[RawSuggestion]:
+                 direct, impostor, col, partners) -> list[RawSuggestion]:
     """Questions for a person, from evidence that was suggestive but not enough (see the module docstring)."""
     out: list[RawSuggestion] = []
     local_of = {int(i): local for local, i in enumerate(cand.tolist())}
@@ -411,12 +423,12 @@ def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strate
         for (a, b), v in sorted(pairs.items()):
             out.append(RawSuggestion("same_person", (), person=int(pers[a]), other_person=int(pers[b]), score=v, bar=direct))
     if clusters is not None:
-        out += _same_person_clusters(X, clusters, person, direct, groups_of)
+        out += _same_person_clusters(X, clusters, person, direct, groups_of, partners)
     return out
 
 
 def _same_person_clusters(X: np.ndarray, clusters: np.ndarray, person: np.ndarray, direct: float,
-                          groups_of: dict[int, list[int]] | None = None) -> list[RawSuggestion]:
+                          groups_of: dict[int, list[int]] | None = None, partners: dict[int, set[int]] | None = None) -> list[RawSuggestion]:
     """Two unknown groups the clustering kept apart whose mean faces still reach the direct bar: "same person?"."""
     from face_pipeline.core.clustering.neighbours import neighbour_graph
 
@@ -430,8 +442,12 @@ def _same_person_clusters(X: np.ndarray, clusters: np.ndarray, person: np.ndarra
     M = np.stack([X[groups_of[c]].sum(axis=0) for c in ids]).astype(np.float32)
     M /= np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
     idx, sims = neighbour_graph(M, min(SAME_PERSON_NEIGHBOURS, len(ids) - 1), floor=direct)
+    # Two groups a person already called different people (a cannot-link between their faces) are not asked again.
+    group_of_row = {i: n for n, c in enumerate(ids) for i in groups_of[c]}
+    answered = {(min(group_of_row[a], group_of_row[b]), max(group_of_row[a], group_of_row[b]))
+                for a, others in (partners or {}).items() if a in group_of_row for b in others if b in group_of_row}
     pairs = sorted({(float(s), min(a, b), max(a, b)) for a in range(len(ids)) for b, s in zip(idx[a].tolist(), sims[a].tolist())
-                    if b >= 0 and s >= direct}, reverse=True)
+                    if b >= 0 and s >= direct and (min(a, b), max(a, b)) not in answered}, reverse=True)
     # One open question per group at a time, its closest partner first: a question lists every face of both groups
     # (an answer applies to all of them), and asking about one large group five times over filled the queue with
     # millions of face rows at 200k faces. The answered pair is never asked again, so the next run asks the next.
@@ -518,6 +534,9 @@ class _Scores:
             D, cols = self.dense(block)
             if not len(cols):
                 continue
+            # A column standing for everyone not stored (below the floor, so below the threshold: never matched) keeps
+            # every runner-up, and so every margin, at least as strict as the dense matrix's.
+            D = np.hstack([D, np.full((len(block), 1), self.floor - 1e-6)])
             where = {c: j for j, c in enumerate(cols.tolist())}
             sub_rej = {r: {where[c] for c in rejected[local] if c in where} for r, local in enumerate(block.tolist()) if local in rejected}
             sub_groups = None if groups is None else [groups[local] for local in block.tolist()]
@@ -525,7 +544,7 @@ class _Scores:
             if occupied is not None and sub_groups is not None:
                 sub_occ = {x: {where[c] for c in occupied[x] if c in where} for x in set(sub_groups) if x in occupied}
             res = assign_mod.assign_scores(D, threshold=threshold, margin=margin, groups=sub_groups, rejected=sub_rej, occupied=sub_occ)
-            got = res.person_index >= 0
+            got = (res.person_index >= 0) & (res.person_index < len(cols))
             person[block[got]] = cols[res.person_index[got]]
             conf[block] = res.confidence
             gaps[block] = res.margin
@@ -589,9 +608,9 @@ def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int, c_p: int, dire
     """Rule 6's second guard: face ``i`` is tied to person ``p`` at the stricter link too — its fine group holds
     ``p``'s labels (and nobody else's), or is a group of its own (>= 2 faces, no labels) whose mean face clears the
     direct bar for ``p``. A face alone at the fine link reached ``p``'s group only through 0.4-0.5 edges, where
-    relatives meet."""
+    relatives meet. Without a fine clustering (an incremental run) nothing ties it: the nightly full run decides."""
     if v is None:
-        return True
+        return False
     c = int(v.clusters[i])
     if c < 0:
         return False

@@ -196,7 +196,8 @@ def cluster_everyone(settings: Settings, lib: Library, method: str, threshold: f
 
     Computed once per library state: the second asking step (usually the next asset) reads it back from the
     home's cache folder (:mod:`clustering.memo`, keyed by everything it depends on)."""
-    params = {"method": method, "threshold": float(threshold), "min_size": int(min_size), "k": settings.unknown_knn, "seed": 0}
+    params = {"method": method, "threshold": float(threshold), "min_size": int(min_size), "k": settings.unknown_knn, "seed": 0,
+              "code": memo.code_version()}
     key = memo.digest(lib.X, lib.face_ids, lib.image_ids, params, must, cannot)
     return memo.remembered(settings.cache_dir, key, lambda: cluster_mod.cluster_faces(
         lib.X, method, threshold=threshold, min_size=min_size, k=settings.unknown_knn, groups=lib.image_ids, seed=0,

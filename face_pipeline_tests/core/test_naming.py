@@ -273,3 +273,37 @@ def test_the_recorded_impostor_bar_is_this_models_measurement():
     assert round(q[0.99], 3) == BARS.impostor_p99 and round(q[0.999], 3) == BARS.impostor_p999
     assert round(top, 3) == BARS.impostor_max
     assert BARS.impostor < SETTINGS.person_match_threshold  # the direct bar sits above the impostor range
+
+
+class _AdversarialHead:
+    """A head that always prefers the last named person, whatever raw space says: rule 8 must bound *any* head
+    (the contract is checked here, not a trained model's quality; test_heads runs the real one)."""
+
+    raw_bar, raw_floor = SETTINGS.person_match_threshold, SETTINGS.training_raw_floor
+
+    def named_person_scores(self, X, label_X, label_owner, n_people):
+        out = np.zeros((len(X), n_people), np.float32)
+        out[:, -1] = 0.99
+        return out
+
+    def name(self, raw, head_scores, raw_bar=None):
+        from face_pipeline.core.train import name_faces
+
+        return name_faces(raw, head_scores, raw_bar=max(self.raw_bar, raw_bar or 0), raw_floor=self.raw_floor)
+
+
+def test_a_head_never_breaks_a_tie_nor_names_below_the_bar_without_the_library_agreeing():
+    from face_pipeline_tests.core.test_organize import Space
+
+    sp = Space(seed=5)
+    labels = [sp.face(ann=0.95) for _ in range(3)] + [sp.face(bob=0.95) for _ in range(3)]
+    faces = [sp.face(ann=0.7, bob=0.35),  # raw: Ann ~0.7, Bob ~0.35 -> named Ann, the head would move it to Bob
+             sp.face(ann=0.36, bob=0.34),  # two people above the floor: the head may not choose between them
+             sp.face(bob=0.36)]  # one candidate below the direct bar: a lift needs the fine clustering's tie
+    X = np.stack(labels + faces)
+    human = np.array([0, 0, 0, 1, 1, 1, -1, -1, -1])
+    kw = dict(groups=list(range(len(X))), quality=None, direct=SETTINGS.person_match_threshold, impostor=BARS.impostor, suggest=False)
+    raw = naming.name_faces(X, human, clusters=None, **kw)
+    for clusters, fine in ((None, None), (np.arange(len(X)), None)):  # no structure; structure but no fine view (incremental)
+        res = naming.name_faces(X, human, clusters=clusters, fine_clusters=fine, head=_AdversarialHead(), **kw)
+        assert res.person.tolist()[6:] == raw.person.tolist()[6:] == [0, -1, -1]

@@ -8,6 +8,7 @@
   identical inputs, and a full organise gives the same clusters with or without it.
 """
 
+# ruff: noqa: F811 - the fixtures imported from test_organize are used as test parameters of the same name
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,7 @@ from face_pipeline.core.clustering import memo
 from face_pipeline.core.clustering.neighbours import NeighbourCache, ivf_knn_graph, knn_graph
 from face_pipeline.core.db import session_scope
 from face_pipeline.core.db.schema import FaceAssignmentEvent, FaceInstance
-from face_pipeline_tests.core.test_organize import (  # noqa: F401 (fixtures)
+from face_pipeline_tests.core.test_organize import (  # noqa: F401 - fixtures
     _migrated,
     label,
     library,
@@ -94,28 +95,27 @@ def test_bulk_decisions_do_what_the_one_face_rule_does(library, tmp_path):
     assert after[faces["bob"][3]] == before[faces["bob"][3]]  # nothing to change: nothing written
 
 
-def test_bulk_write_rechecks_for_a_human_label_in_sql(library):
-    """The UPDATE itself refuses a human-labelled row, even if the decision was computed from a stale read."""
+def test_bulk_write_rechecks_for_a_human_label_in_sql(library, monkeypatch):
+    """A decision computed from a stale read (the face looked unlabelled) must not overwrite the label a person gave
+    meanwhile: the UPDATE itself re-checks, and no automatic event claims a change that did not happen."""
     faces = standard_scene(library)
     settings = library.settings
     target = faces["uma"][0]
+    alice = label(settings, [target], "Alice")
+    real = face_state._pipeline_decision
+
+    def stale(face_id, current, *args):  # what the rule would decide had it read the row before the label
+        if face_id == target:
+            current = {"person_id": None, "assignment_source": None, "person_confidence": None}
+        return real(face_id, current, *args)
+
+    monkeypatch.setattr(face_state, "_pipeline_decision", stale)
+    before = _events(settings)
     with session_scope(settings.sql_url) as s:
-        face_state.write_pipeline_decisions(s, {target: (None, None, None)})  # reads "nobody"
-    alice = label(settings, [target], "Alice")  # a person labels it
-    stale = {"person_id": None, "assignment_source": None, "person_confidence": None}
-    outcome, columns, _ = face_state._pipeline_decision(target, stale, "person_x", 0.9, 0.1, None)
-    assert outcome == "assigned"
-    from sqlalchemy import and_, bindparam, literal, or_, update
-
-    from face_pipeline.core.db.schema import HUMAN_SOURCES
-
-    table = FaceInstance.__table__
-    not_human = or_(table.c.person_id.is_(None), table.c.assignment_source.is_(None),
-                    and_(*(table.c.assignment_source != literal(x) for x in sorted(HUMAN_SOURCES))))
-    with session_scope(settings.sql_url) as s:  # the statement write_pipeline_decisions issues, with the stale decision
-        s.execute(update(table).where(table.c.face_id == bindparam("_face_id"), not_human)
-                  .values({c: bindparam(c) for c in columns}), [{"_face_id": target, **columns}])
-    assert _rows(settings)[target][0] == alice
+        outcomes = face_state.write_pipeline_decisions(s, {target: ("person_x", 0.9, 0.1)})
+    assert outcomes["assigned"] == 1  # the stale read did decide to write ...
+    assert _rows(settings)[target][:3] == (alice, alice, "manual")  # ... and SQL refused it
+    assert _events(settings) == before
 
 
 def _faces(n: int, seed: int = 0) -> np.ndarray:

@@ -7,7 +7,7 @@ naming faces between the two steps does not change it. It is the most expensive 
 library, so the first step writes its result to the home's cache folder and the second reads it back.
 
 The file is keyed by a digest of everything the result depends on: the vectors (bytes), face and photo ids in
-order, the method and its parameters, and people's must/cannot-link answers. Any difference — a new batch, a
+order, the method and its parameters, people's must/cannot-link answers and the clustering code itself. Any difference — a new batch, a
 deleted face, a new answer, another threshold — is a miss and the clustering is computed again, so a stale file
 can cost time but never change a result. Deleting the folder is always safe.
 """
@@ -22,6 +22,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 FILE_NAME = "everyone_clusters.npz"
+
+
+def code_version() -> str:
+    """Digest of the clustering code itself (this package's clustering modules), so an upgrade never reuses a
+    clustering an older version computed."""
+    h = hashlib.blake2b(digest_size=8)
+    for f in sorted(Path(__file__).parent.glob("*.py")) + [Path(__file__).parents[1] / "cluster.py"]:
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def digest(X: np.ndarray, face_ids: Sequence[str], image_ids: Sequence[str], params: dict,
