@@ -261,7 +261,9 @@ def candidate_scores(protos: Prototypes, X: np.ndarray, strategy: str = "hybrid"
     else:
         faces, labels = _label_hits(xn, vectors, floor)
         pairs = np.unique(faces.astype(np.int64) * p + owner[labels])
+        del faces, labels
         f, q = pairs // p, pairs % p
+        del pairs
         vals = _pair_scores(protos, xn, f, q, strategy)
     keep = vals >= floor
     return sparse.csr_matrix((vals[keep].astype(np.float32), (f[keep], q[keep])), shape=(n, p))
@@ -332,8 +334,8 @@ def _label_hits(xn: np.ndarray, vectors: np.ndarray, floor: float) -> tuple[np.n
             for lo in range(0, queries.size, step):
                 q = queries[lo : lo + step]
                 r, k = np.nonzero(xn[q] @ vectors[members].T >= floor)
-                hits_f.append(q[r])
-                hits_l.append(members[k])
+                hits_f.append(q[r].astype(np.int32))
+                hits_l.append(members[k].astype(np.int32))
     if not hits_f:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(hits_f), np.concatenate(hits_l)
@@ -349,7 +351,12 @@ def _pair_scores(protos: Prototypes, xn: np.ndarray, f: np.ndarray, q: np.ndarra
     out = np.full(len(f), -1.0, np.float32)
     if len(f) == 0:
         return out
-    cen = np.einsum("ij,ij->i", xn[f], protos.centroids[q]) if strategy != "exemplar" else None
+    cen = None
+    if strategy != "exemplar":  # in chunks: tens of millions of pairs at a million faces
+        cen = np.empty(len(f), np.float32)
+        step = max(1, _CHUNK_ELEMENTS // xn.shape[1])
+        for lo in range(0, len(f), step):
+            cen[lo : lo + step] = np.einsum("ij,ij->i", xn[f[lo : lo + step]], protos.centroids[q[lo : lo + step]])
     ex = None
     if strategy != "centroid" and len(protos.exemplars):
         owner = np.asarray(protos.exemplar_owner, np.int64)
