@@ -175,20 +175,27 @@ def build_prototypes(
     )
 
 
+def _exemplar_slots(protos: Prototypes) -> tuple[np.ndarray, np.ndarray]:
+    """(slot (P, width) table of each person's exemplar rows padded with -1, exemplars per person (P,))."""
+    p = len(protos)
+    owner = np.asarray(protos.exemplar_owner, dtype=np.int64)
+    counts = np.bincount(owner, minlength=p) if len(owner) else np.zeros(p, np.int64)
+    slot = np.full((p, max(1, int(counts.max()) if len(owner) else 1)), -1, dtype=np.int64)
+    if len(owner):
+        order = np.argsort(owner, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slot[owner[order], np.arange(len(owner)) - np.repeat(starts, counts)] = order
+    return slot, counts
+
+
 def _exemplar_scores(protos: Prototypes, xn: np.ndarray, top_k: int = _EXEMPLAR_TOP_K) -> np.ndarray:
     """(N, P) mean of each person's ``top_k`` best exemplar cosines (fewer if the person has fewer)."""
     n, p = len(xn), len(protos)
     out = np.full((n, p), -1.0, dtype=np.float32)
     if n == 0 or p == 0 or len(protos.exemplars) == 0:
         return out
-    owner = np.asarray(protos.exemplar_owner, dtype=np.int64)
-    counts = np.bincount(owner, minlength=p)
-    width = int(counts.max())
-    # (P, width) table of exemplar columns per person, padded with -1.
-    slot = np.full((p, width), -1, dtype=np.int64)
-    order = np.argsort(owner, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot[owner[order], np.arange(len(owner)) - np.repeat(starts, counts)] = order
+    slot, counts = _exemplar_slots(protos)
+    width = slot.shape[1]
     k = max(1, min(top_k, width))
     k_per = np.minimum(counts, k).astype(np.float32)
     has = counts > 0
@@ -274,14 +281,8 @@ def _exact_candidates(protos, xn, vectors, owner, floor, strategy, use_cen):
     the candidate pairs and, read back from the same products, their exact scores (no second product)."""
     p = len(protos)
     n_cen = p if use_cen else 0
-    ex_owner = np.asarray(protos.exemplar_owner, np.int64)
-    counts = np.bincount(ex_owner, minlength=p) if len(ex_owner) else np.zeros(p, np.int64)
-    width = int(counts.max()) if len(ex_owner) else 0
-    slot = np.full((p, max(width, 1)), -1, np.int64)
-    if len(ex_owner):
-        order = np.argsort(ex_owner, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        slot[ex_owner[order], np.arange(len(ex_owner)) - np.repeat(starts, counts)] = order
+    slot, counts = _exemplar_slots(protos)
+    width = int(counts.max()) if len(counts) else 0
     out_f, out_q, out_v = [], [], []
     step = max(1, _CHUNK_ELEMENTS // max(1, len(vectors)))
     for lo in range(0, len(xn), step):
@@ -359,13 +360,8 @@ def _pair_scores(protos: Prototypes, xn: np.ndarray, f: np.ndarray, q: np.ndarra
             cen[lo : lo + step] = np.einsum("ij,ij->i", xn[f[lo : lo + step]], protos.centroids[q[lo : lo + step]])
     ex = None
     if strategy != "centroid" and len(protos.exemplars):
-        owner = np.asarray(protos.exemplar_owner, np.int64)
-        counts = np.bincount(owner, minlength=len(protos))
-        width = int(counts.max())
-        slot = np.full((len(protos), width), -1, np.int64)
-        order = np.argsort(owner, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        slot[owner[order], np.arange(len(owner)) - np.repeat(starts, counts)] = order
+        slot, counts = _exemplar_slots(protos)
+        width = slot.shape[1]
         k = np.minimum(counts[q], _EXEMPLAR_TOP_K)
         ex = np.empty(len(f), np.float32)
         step = max(1, _CHUNK_ELEMENTS // (width * xn.shape[1]))
