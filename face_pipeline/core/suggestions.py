@@ -416,7 +416,7 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
             existing[row.fingerprint] = row
         else:  # no longer asked (or a duplicate): superseded
             row.status, row.answered_at, row.actor = SUGGESTION_STALE, now, PIPELINE_ACTOR
-    new: list[tuple[SuggestionRecord, Suggestion]] = []
+    new: list[tuple[dict, Suggestion]] = []
     confirmed: list[int] = []
     for fp, y in kept.items():
         row = existing.get(fp)
@@ -428,15 +428,20 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
                     setattr(row, k, v)
             confirmed.append(row.id)
             continue
-        new.append((SuggestionRecord(kind=y.kind, status=SUGGESTION_OPEN, fingerprint=fp, source=PIPELINE_ACTOR, person_id=y.person_id,
-                                     other_person_id=y.other_person_id, faces=len(y.face_ids), other_faces=len(y.other_face_ids),
-                                     created_at=now, updated_at=now, **values), y))
-    s.add_all([row for row, _ in new])
-    s.flush()  # one batched INSERT … RETURNING: the ids, before the faces point at them
+        new.append((dict(kind=y.kind, status=SUGGESTION_OPEN, fingerprint=fp, source=PIPELINE_ACTOR, person_id=y.person_id,
+                         other_person_id=y.other_person_id, faces=len(y.face_ids), other_faces=len(y.other_face_ids),
+                         created_at=now, updated_at=now, **values), y))
+    s.flush()  # the stale marks above, before the Core statements below
+    # Core INSERT … RETURNING in batches, ids in parameter order (a first organise of a large library asks tens of
+    # thousands of questions; ORM objects for them cost more than the naming that found them).
+    table = SuggestionRecord.__table__
+    ids: list[int] = []
+    for chunk in _chunks([row for row, _ in new], 5000):
+        ids += [r[0] for r in s.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), chunk)]
     for chunk in _chunks(confirmed, 5000):  # one statement, not an UPDATE per unchanged question
         s.execute(update(SuggestionRecord).where(SuggestionRecord.id.in_(chunk)).values(updated_at=now)
                   .execution_options(synchronize_session=False))
-    face_rows = [dict(suggestion_id=row.id, face_id=f, side=side) for row, y in new
+    face_rows = [dict(suggestion_id=sid, face_id=f, side=side) for sid, (_, y) in zip(ids, new)
                  for side, fids in ((0, y.face_ids), (1, y.other_face_ids)) for f in fids]
     for chunk in _chunks(face_rows, 5000):  # Core insert: a large library's first organise writes ~10 rows per face
         s.execute(insert(SuggestionFace.__table__), chunk)
