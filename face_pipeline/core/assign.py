@@ -296,13 +296,10 @@ def _exact_candidates(protos, xn, vectors, owner, floor, strategy, use_cen):
         ex = None
         if strategy != "centroid" and width:
             cols = slot[q]
-            got = np.where(cols >= 0, sims[rr[:, None], n_cen + np.maximum(cols, 0)], -np.inf)
-            got = -np.sort(-got, axis=1)[:, :_EXEMPLAR_TOP_K]
-            ex = np.where(np.isfinite(got), got, 0.0).sum(axis=1) / np.maximum(np.minimum(counts[q], _EXEMPLAR_TOP_K), 1)
-        vals = cen if strategy == "centroid" else ex if strategy == "exemplar" else (np.maximum(cen, ex) if ex is not None else cen)
+            ex = _best_exemplars_mean(np.where(cols >= 0, sims[rr[:, None], n_cen + np.maximum(cols, 0)], -np.inf), counts[q])
         out_f.append(rr + lo)
         out_q.append(q)
-        out_v.append(np.asarray(vals, np.float32))
+        out_v.append(_pair_combine(cen, ex, strategy))
     if not out_f:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     return np.concatenate(out_f), np.concatenate(out_q), np.concatenate(out_v)
@@ -362,7 +359,6 @@ def _pair_scores(protos: Prototypes, xn: np.ndarray, f: np.ndarray, q: np.ndarra
     if strategy != "centroid" and len(protos.exemplars):
         slot, counts = _exemplar_slots(protos)
         width = slot.shape[1]
-        k = np.minimum(counts[q], _EXEMPLAR_TOP_K)
         ex = np.empty(len(f), np.float32)
         step = max(1, _CHUNK_ELEMENTS // (width * xn.shape[1]))
         for lo in range(0, len(f), step):
@@ -370,14 +366,24 @@ def _pair_scores(protos: Prototypes, xn: np.ndarray, f: np.ndarray, q: np.ndarra
             cols = slot[q[sl]]  # (b, width)
             sims = np.einsum("bwd,bd->bw", protos.exemplars[np.maximum(cols, 0)], xn[f[sl]])
             sims[cols < 0] = -np.inf
-            sims = -np.sort(-sims, axis=1)[:, :_EXEMPLAR_TOP_K]
-            top = np.where(np.isfinite(sims), sims, 0.0).sum(axis=1)
-            ex[sl] = top / np.maximum(k[sl], 1)
-    if strategy == "centroid":
-        return cen.astype(np.float32)
+            ex[sl] = _best_exemplars_mean(sims, counts[q[sl]])
+    return _pair_combine(cen, ex, strategy)
+
+
+def _best_exemplars_mean(sims: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per row of (pairs, width) exemplar similarities (-inf = no exemplar), the mean of the best
+    ``_EXEMPLAR_TOP_K`` (fewer for a person with fewer exemplars): the exemplar score of each pair."""
+    top = -np.sort(-sims, axis=1)[:, :_EXEMPLAR_TOP_K]
+    return (np.where(np.isfinite(top), top, 0.0).sum(axis=1) / np.maximum(np.minimum(counts, _EXEMPLAR_TOP_K), 1)).astype(np.float32)
+
+
+def _pair_combine(cen: np.ndarray | None, ex: np.ndarray | None, strategy: str) -> np.ndarray:
+    """The pair form of :func:`_combine`: centroid, exemplar, or the larger of the two (hybrid)."""
+    if strategy == "centroid" or ex is None:
+        return np.asarray(cen, np.float32)
     if strategy == "exemplar":
         return ex
-    return np.maximum(cen, ex).astype(np.float32) if ex is not None else cen.astype(np.float32)
+    return np.maximum(cen, ex).astype(np.float32)
 
 
 def _checked(protos: Prototypes, X: np.ndarray, strategy: str) -> np.ndarray:

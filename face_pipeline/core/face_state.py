@@ -114,16 +114,6 @@ def unassign(face: FaceInstance) -> None:
     _set_person(face, None, None, None, None)
 
 
-def set_unknown_group(face: FaceInstance, cluster_id: str) -> bool:
-    """Put a face nobody holds into an unknown cluster or noise id. Returns whether it changed.
-
-    The payload does not carry the cluster, so this does not mark the face dirty."""
-    if face.person_id is not None or face.cluster_id == cluster_id:
-        return False
-    face.cluster_id = cluster_id
-    return True
-
-
 def _person_columns(person_id: str | None, source: str | None, confidence: float | None, margin: float | None) -> dict:
     """The columns :func:`_set_person` writes, as a dict (the bulk path's form of the same rule)."""
     return {"person_id": person_id, "cluster_id": person_id, "assignment_source": source, "person_confidence": confidence,
@@ -222,8 +212,9 @@ def write_pipeline_decisions(session: Session, decisions: dict[str, tuple[str | 
 
 
 def set_unknown_groups(session: Session, wanted: dict[str, str], chunk: int = 900) -> int:
-    """:func:`set_unknown_group` for many faces at once (``face_id → unknown cluster or noise id``): only faces
-    nobody holds whose group differs are written (one executemany UPDATE). Returns how many changed."""
+    """Put faces nobody holds into their unknown cluster or noise id (``face_id → id``): only faces nobody holds
+    whose group differs are written (one executemany UPDATE). The payload does not carry the cluster, so nothing is
+    marked dirty. Returns how many changed."""
     table = FaceInstance.__table__
     ids = list(wanted)
     changes: list[dict] = []
@@ -274,6 +265,6 @@ def best_first_key(face: FaceInstance) -> tuple:
 __all__: Sequence[str] = (
     "HUMAN_CONFIDENCE", "NOISE_PREFIX", "PAYLOAD_COLUMNS", "PAYLOAD_FIELDS", "PERSON_ID_RE", "UNKNOWN_CLUSTER_PREFIX",
     "assign", "best_first_key", "faces_by_id", "is_human", "is_noise", "is_person_id", "is_unknown_cluster",
-    "new_person_id", "noise_id", "payload_of", "payload_snapshot", "set_unknown_group", "set_unknown_groups", "unassign",
+    "new_person_id", "noise_id", "payload_of", "payload_snapshot", "set_unknown_groups", "unassign",
     "unknown_cluster_id", "unknown_cluster_number", "write_pipeline_decision", "write_pipeline_decisions",
 )

@@ -185,23 +185,19 @@ def name_faces(
     good = np.ones(n, bool) if quality is None else np.nan_to_num(np.asarray(quality, dtype=np.float64), nan=1.0) >= min_quality
     evidence = np.flatnonzero((human >= 0) & good)
     cand = np.array([i for i in (range(n) if candidates is None else candidates) if human[i] < 0], dtype=np.int64)
+    partners: dict[int, set[int]] = defaultdict(set)  # row → rows a person called someone else
+    for a, b in cannot_link:
+        partners[int(a)].add(int(b))
+        partners[int(b)].add(int(a))
     if evidence.size == 0:
         if suggest and clusters is not None:
-            partners0: dict[int, set[int]] = defaultdict(set)
-            for a, b in cannot_link:
-                partners0[int(a)].add(int(b))
-                partners0[int(b)].add(int(a))
-            out.suggestions += _same_person_clusters(X, clusters, person, direct, partners=partners0)
+            out.suggestions += _same_person_clusters(X, clusters, person, direct, partners=partners)
         return out
     protos = assign_mod.build_prototypes(X[evidence], human[evidence].tolist())
     col = {int(p): c for c, p in enumerate(protos.person_ids)}  # person index → prototype column
     pers = np.array(protos.person_ids, dtype=np.int64)
 
     # Constraints per candidate row, as prototype columns: rejections, cannot-links to labelled faces.
-    partners: dict[int, set[int]] = defaultdict(set)
-    for a, b in cannot_link:
-        partners[int(a)].add(int(b))
-        partners[int(b)].add(int(a))
     bad_local: dict[int, set[int]] = {}
     for local, i in enumerate(cand.tolist()):
         bad = {col[p] for p in (rejected or {}).get(i, ()) if p in col}

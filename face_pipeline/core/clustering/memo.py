@@ -14,6 +14,7 @@ can cost time but never change a result. Deleting the folder is always safe.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 FILE_NAME = "everyone_clusters.npz"
 
 
+@functools.cache
 def code_version() -> str:
     """Digest of the clustering code itself (this package's clustering modules), so an upgrade never reuses a
     clustering an older version computed."""
