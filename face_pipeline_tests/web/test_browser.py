@@ -114,13 +114,27 @@ def browser():
         driver.quit()
 
 
+def _queue_ids(driver) -> list[str]:
+    """The review queue's suggestion ids, read in one script call.
+
+    The queue re-renders after each answer; reading elements one WebDriver call at a time can hold an element the
+    page just replaced (a stale reference), so the ids are read inside the page in one step.
+    """
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#review-queue .suggestion')]"
+        ".map(c => c.getAttribute('data-suggestion-id'));")
+
+
 def test_name_a_cluster_in_the_browser(served, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from selenium.common.exceptions import StaleElementReferenceException
+
     base, home = served
-    wait = WebDriverWait(browser, 30)
+    # the page replaces elements as answers land; a poll that caught one mid-replacement simply polls again
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(base + "/")
     clusters = browser.find_elements(By.CSS_SELECTOR, ".cluster")
     assert len(clusters) >= 2, "the sample library shows unknown clusters"
@@ -197,11 +211,13 @@ def test_name_a_cluster_in_the_browser(served, browser):
     assert NAME in cards[0].text
     body = browser.find_element(By.TAG_NAME, "body")
     body.send_keys("y")  # yes to the first
-    wait.until(lambda d: order[0] not in [c.get_attribute("data-suggestion-id") for c in d.find_elements(By.CSS_SELECTOR, "#review-queue .suggestion")])
+    wait.until(lambda d: order[0] not in _queue_ids(d))
     body.send_keys("s")  # skip the second: the third becomes current
-    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#review-queue .suggestion.current").get_attribute("data-suggestion-id") == order[2])
+    wait.until(lambda d: d.execute_script(
+        "const c = document.querySelector('#review-queue .suggestion.current');"
+        " return c && c.getAttribute('data-suggestion-id');") == order[2])
     body.send_keys("n")  # no to the third
-    wait.until(lambda d: order[2] not in [c.get_attribute("data-suggestion-id") for c in d.find_elements(By.CSS_SELECTOR, "#review-queue .suggestion")])
+    wait.until(lambda d: order[2] not in _queue_ids(d))
     status = {str(x["id"]): x["status"] for x in _get_json(base + "/api/v1/suggestions?status=all")}
     assert [status[i] for i in order] == ["accepted", "open", "rejected"], status
 
