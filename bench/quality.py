@@ -8,7 +8,10 @@ product embeddings of every face (:func:`face_pipeline.evaluation.datasets.load_
 Printed per data set:
 1. the impostor range of the model (cosine between subject faces filed under different names);
 2. per label budget (K, named fraction): every method averaged over the seeds, and for ours the worst seed's
-   strangers named (the constraint is per seed);
+   strangers named (the constraint is per seed); beside ours, ``ours + N answers``: the same split after a user
+   answered the first N clicks of the product's review queue from the truth (:mod:`face_pipeline.evaluation.answers`;
+   people the user named while answering count as named from then on). The anchors have no queue: their rows
+   are their automation alone;
 3. nobody named (pure clustering);
 4. the per-face centroid frontier (cosine 0.35 … 0.55) per budget, averaged over seeds, and where ours sits:
    the frontier's best recall at ours' stranger rate, per seed.
@@ -54,6 +57,28 @@ def impostors(d) -> None:
           + ", ".join(f"p{100 * k:g} {v:.3f}" for k, v in q.items()) + f", max {mx:.3f}")
 
 
+#: Review-queue clicks a user spends after the first organise (:mod:`face_pipeline.evaluation.answers`).
+ANSWER_BUDGETS = (10, 50)
+
+
+def _with_answers(d, sp, clusters, fine, budget: int, t_ours: float, asked: list) -> P.Row:
+    """Ours after a user answered the first ``budget`` clicks of the review queue, from the truth."""
+    import time
+
+    from face_pipeline.core.naming import unknown_groups
+    from face_pipeline.evaluation.answers import answer_queue
+
+    t0 = time.perf_counter()
+    res, a = answer_queue(d, sp, lambda split, rej, cl: P.run_ours(d, split, clusters, fine=fine, rejected=rej, cannot_link=cl)[3], budget)
+    groups = unknown_groups(clusters, res.person, min_size=2)
+    asked.append((budget, a.answers, a.questions, a.yes, a.faces_labelled))
+    return P.score(f"{OURS} + {budget} answers", d, a.split, res.person, groups, time.perf_counter() - t0 + t_ours)
+
+
+def _per_budget(asked: list) -> list[tuple[float, float, float, float]]:
+    return [tuple(float(np.mean([r[j] for r in asked if r[0] == b])) for j in (1, 2, 3, 4)) for b in ANSWER_BUDGETS]
+
+
 def run(name: str, seeds, budgets, fractions, methods) -> None:
     d = load_labelled(name)
     n_people = len(set(d.identity[d.labelled]))
@@ -74,11 +99,14 @@ def run(name: str, seeds, budgets, fractions, methods) -> None:
     by_budget: dict[tuple, dict[str, list[P.Row]]] = defaultdict(lambda: defaultdict(list))
     frontier: dict[tuple, list] = defaultdict(list)
     above: dict[tuple, list] = defaultdict(list)
+    asked: dict[tuple, list] = defaultdict(list)
     for sp in splits:
         key = (sp.k, sp.fraction)
         person, groups, secs, _ = P.run_ours(d, sp, clusters, fine=fine)
         row = P.score(OURS, d, sp, person, groups, secs + t_ours)
         by_budget[key][OURS].append(row)
+        for budget in ANSWER_BUDGETS:
+            by_budget[key][f"{OURS} + {budget} answers"].append(_with_answers(d, sp, clusters, fine, budget, t_ours, asked[key]))
         for k, (labels, t) in anchor_labels.items():
             ap, ag = P.run_anchor(d, sp, labels)
             by_budget[key][k].append(P.score(k, d, sp, ap, ag, t))
@@ -95,7 +123,10 @@ def run(name: str, seeds, budgets, fractions, methods) -> None:
         print(HEAD)
         print("-" * len(HEAD))
         for method, rs in rows.items():
-            print(fmt(method, rs, worst=method == OURS))
+            print(fmt(method, rs, worst=method.startswith(OURS)))
+        for budget, (clicks, questions, yes, labelled) in zip(ANSWER_BUDGETS, _per_budget(asked[key])):
+            print(f"  ours + {budget} answers: {clicks:.1f} clicks used on {questions:.1f} questions, {yes:.1f} yes, "
+                  f"{labelled:.1f} faces labelled by them (mean over seeds; fewer clicks = the queue ran dry)")
     print(f"\n-- {name}: per-face centroid frontier (mean over seeds) and ours --")
     print(f"{'budget':<22}" + "".join(f"{t:>14.3f}" for t in P.FRONTIER))
     for key, frs in frontier.items():

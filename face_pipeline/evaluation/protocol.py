@@ -164,16 +164,18 @@ def cluster_everyone(d: LabelledFaces, cfg: OursConfig | None = None, threshold:
     return labels, time.perf_counter() - t0
 
 
-def run_ours(d: LabelledFaces, split: Split, clusters: np.ndarray, cfg: OursConfig | None = None, fine: np.ndarray | None = None):
+def run_ours(d: LabelledFaces, split: Split, clusters: np.ndarray, cfg: OursConfig | None = None, fine: np.ndarray | None = None,
+             rejected: dict[int, set[int]] | None = None, cannot_link: list[tuple[int, int]] = ()):
     """(person, groups, seconds, naming) of the product's rules for ``split`` on precomputed ``clusters`` (and the
-    stricter ``fine`` clustering at ``naming.FINE_LINK``, as organize uses)."""
+    stricter ``fine`` clustering at ``naming.FINE_LINK``, as organize uses). ``rejected`` and ``cannot_link`` are
+    a user's "no" answers (:mod:`answers`)."""
     from face_pipeline.core.naming import name_faces, unknown_groups
 
     cfg = _defaults(cfg or OursConfig())
     t0 = time.perf_counter()
     res = name_faces(d.X, split.human, groups=d.photo.tolist(), quality=d.quality, clusters=clusters, direct=cfg.direct,
                      impostor=cfg.impostor, min_quality=cfg.min_quality, group_names=cfg.group_names,
-                     fine_clusters=fine)
+                     fine_clusters=fine, rejected=rejected, cannot_link=cannot_link)
     groups = unknown_groups(clusters, res.person, min_size=2)
     return res.person, groups, time.perf_counter() - t0, res
 
