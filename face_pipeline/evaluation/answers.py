@@ -28,8 +28,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from face_pipeline.evaluation.datasets import LabelledFaces
 from face_pipeline.evaluation.protocol import Split
 

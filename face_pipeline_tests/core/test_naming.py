@@ -195,9 +195,12 @@ def test_on_a_real_library_only_label_noise_is_named_wrongly(lfw_dev_clusterings
     d, clusters, fine = lfw_dev_clusterings
     split = P.make_split(d, seed, k, 0.5)
     person, _, _, _ = P.run_ours(d, split, clusters, fine=fine)
+    _assert_only_label_noise_named_wrongly(d, split, person)
+
+
+def _assert_only_label_noise_named_wrongly(d: LabelledFaces, split: P.Split, person: np.ndarray) -> None:
     names = np.array(split.people, dtype=object)
-    auto = np.flatnonzero((person >= 0) & (split.human < 0) & d.labelled)
-    for i in auto:
+    for i in np.flatnonzero((person >= 0) & (split.human < 0) & d.labelled):
         given = names[person[i]]
         if given != d.identity[i]:
             assert (d.identity[i], given) in ONE_MAN_TWO_NAMES or (given, d.identity[i]) in ONE_MAN_TWO_NAMES, (d.identity[i], given)
@@ -246,11 +249,7 @@ def test_answering_the_queue_on_a_real_library_names_no_stranger(lfw_dev_cluster
     before, after, a, res = _answered(d, split, clusters, fine, clicks=50)
     assert a.questions >= 10
     assert after.b3_f >= before.b3_f and after.known_r >= before.known_r
-    names = np.array(a.split.people, dtype=object)
-    for i in np.flatnonzero((res.person >= 0) & (a.split.human < 0) & d.labelled):
-        given = names[res.person[i]]
-        if given != d.identity[i]:
-            assert (d.identity[i], given) in ONE_MAN_TWO_NAMES or (given, d.identity[i]) in ONE_MAN_TWO_NAMES, (d.identity[i], given)
+    _assert_only_label_noise_named_wrongly(d, a.split, res.person)
 
 
 def test_no_name_crosses_a_rejection_or_a_different_people_answer(lookalikes):
