@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -63,8 +64,6 @@ ANSWER_BUDGETS = (10, 50)
 
 def _with_answers(d, sp, clusters, fine, budget: int, t_ours: float, asked: list) -> P.Row:
     """Ours after a user answered the first ``budget`` clicks of the review queue, from the truth."""
-    import time
-
     from face_pipeline.core.naming import unknown_groups
     from face_pipeline.evaluation.answers import answer_queue
 

@@ -266,7 +266,7 @@ def candidate_scores(protos: Prototypes, X: np.ndarray, strategy: str = "hybrid"
     if float(n) * len(vectors) <= EXACT_CANDIDATE_PAIRS:
         f, q, vals = _exact_candidates(protos, xn, vectors, owner, floor, strategy, use_cen)
     else:
-        faces, labels = _label_hits(xn, vectors, floor)
+        faces, labels = _cell_hits(xn, vectors, floor)
         pairs = np.unique(faces.astype(np.int64) * p + owner[labels])
         del faces, labels
         f, q = pairs // p, pairs % p
@@ -305,35 +305,29 @@ def _exact_candidates(protos, xn, vectors, owner, floor, strategy, use_cen):
     return np.concatenate(out_f), np.concatenate(out_q), np.concatenate(out_v)
 
 
-def _label_hits(xn: np.ndarray, vectors: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """(face rows, vector rows) of every pair with cosine >= ``floor`` (exact), or of those the cells find."""
+def _cell_hits(xn: np.ndarray, vectors: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """(face rows, vector rows) of the pairs with cosine >= ``floor`` that the label cells find (the approximate
+    search of :func:`candidate_scores`; the exact one is :func:`_exact_candidates`)."""
     from face_pipeline.core.clustering.neighbours import _nearest_cells, _spherical_kmeans
 
-    n, m = len(xn), len(vectors)
+    m = len(vectors)
     hits_f: list[np.ndarray] = []
     hits_l: list[np.ndarray] = []
-    if float(n) * m <= EXACT_CANDIDATE_PAIRS:
-        step = max(1, _CHUNK_ELEMENTS // max(1, m))
-        for lo in range(0, n, step):
-            r, c = np.nonzero(xn[lo : lo + step] @ vectors.T >= floor)
-            hits_f.append(r + lo)
-            hits_l.append(c)
-    else:
-        cells = int(np.clip(round(2 * np.sqrt(m)), 8, 1024))
-        cent = _spherical_kmeans(vectors, cells, np.random.default_rng(0))
-        home = _nearest_cells(vectors, cent, 1)[:, 0]
-        probes = _nearest_cells(xn, cent, min(CANDIDATE_PROBES, cells))
-        for c in range(cells):
-            members = np.flatnonzero(home == c)
-            queries = np.flatnonzero((probes == c).any(axis=1))
-            if members.size == 0 or queries.size == 0:
-                continue
-            step = max(1, _CHUNK_ELEMENTS // members.size)
-            for lo in range(0, queries.size, step):
-                q = queries[lo : lo + step]
-                r, k = np.nonzero(xn[q] @ vectors[members].T >= floor)
-                hits_f.append(q[r].astype(np.int32))
-                hits_l.append(members[k].astype(np.int32))
+    cells = int(np.clip(round(2 * np.sqrt(m)), 8, 1024))
+    cent = _spherical_kmeans(vectors, cells, np.random.default_rng(0))
+    home = _nearest_cells(vectors, cent, 1)[:, 0]
+    probes = _nearest_cells(xn, cent, min(CANDIDATE_PROBES, cells))
+    for c in range(cells):
+        members = np.flatnonzero(home == c)
+        queries = np.flatnonzero((probes == c).any(axis=1))
+        if members.size == 0 or queries.size == 0:
+            continue
+        step = max(1, _CHUNK_ELEMENTS // members.size)
+        for lo in range(0, queries.size, step):
+            q = queries[lo : lo + step]
+            r, k = np.nonzero(xn[q] @ vectors[members].T >= floor)
+            hits_f.append(q[r].astype(np.int32))
+            hits_l.append(members[k].astype(np.int32))
     if not hits_f:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(hits_f), np.concatenate(hits_l)

@@ -244,10 +244,7 @@ def name_faces(
     # its best admissible one, and the stricter clustering ties it to the person too. One hop from human labels:
     # faces named here vouch for nobody.
     if coarse is not None and group_names:
-        taken: dict[Hashable, set[int]] = defaultdict(set)
-        if g is not None:
-            for i in np.flatnonzero((person >= 0) & (human < 0)):
-                taken[g[i]].add(int(person[i]))
+        taken = _people_by_photo(person, g, (person >= 0) & (human < 0))
         for local, i in enumerate(cand.tolist()):
             c = int(clusters[i])
             if person[i] >= 0 or vetoed[i] or c < 0:
@@ -297,6 +294,22 @@ def name_faces(
     return out
 
 
+def _people_by_photo(person: np.ndarray, g: np.ndarray | None, rows: np.ndarray) -> dict[Hashable, set[int]]:
+    """photo → the persons the faces ``rows`` (a mask) of that photo hold (empty without photos)."""
+    taken: dict[Hashable, set[int]] = defaultdict(set)
+    if g is not None:
+        for i in np.flatnonzero(rows):
+            taken[g[i]].add(int(person[i]))
+    return taken
+
+
+def _group_means(X: np.ndarray, groups_of: dict[int, list[int]], ids: list[int]) -> np.ndarray:
+    """The L2-normalised mean face of each group in ``ids`` (float32, in that order)."""
+    M = np.stack([X[groups_of[c]].sum(axis=0) for c in ids]).astype(np.float32)
+    M /= np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
+    return M
+
+
 def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local, occupied, g, pers, col, evidence,
                   impostor, coarse, fine, direct, head) -> None:
     """Rule 8 (module docstring), in place: the head's contract (:func:`train.name_faces`) on top of the raw rules.
@@ -309,10 +322,7 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
     * Every name given here passes rule 5 in both clusterings, and one below the direct bar also needs rule 6's
       fine-link tie (so never in an incremental run, which has no fine clustering). Names vouch for nobody."""
     owner = [col[int(human[i])] for i in evidence]
-    taken: dict[Hashable, set[int]] = defaultdict(set)
-    if g is not None:
-        for i in np.flatnonzero(person >= 0):
-            taken[g[i]].add(int(person[i]))
+    taken = _people_by_photo(person, g, person >= 0)
     choice = np.full(len(cand), -1, np.int64)
     chosen_raw = np.full(len(cand), -np.inf)
     for block in S.blocks(None if g is None else g[cand].tolist()):
@@ -366,10 +376,9 @@ def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strate
 
     # Each group's mean face against every person, in one product (a library has thousands of groups).
     multi = [c for c, rows in groups_of.items() if len(rows) >= 2]
+    M = _group_means(X, groups_of, multi) if multi else None
     if multi:
-        M = np.stack([X[groups_of[c]].sum(axis=0) for c in multi])
-        M /= np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
-        G = _Scores(assign_mod.candidate_scores(protos, M.astype(np.float32), strategy, floor=S.floor), S.floor)
+        G = _Scores(assign_mod.candidate_scores(protos, M, strategy, floor=S.floor), S.floor)
         group_row = {c: r for r, c in enumerate(multi)}
 
     def banned_for(c: int) -> set[int]:
@@ -419,13 +428,17 @@ def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strate
         for (a, b), v in sorted(pairs.items()):
             out.append(RawSuggestion("same_person", (), person=int(pers[a]), other_person=int(pers[b]), score=v, bar=direct))
     if clusters is not None:
-        out += _same_person_clusters(X, clusters, person, direct, groups_of, partners)
+        out += _same_person_clusters(X, clusters, person, direct, groups_of, partners, means=M)
     return out
 
 
 def _same_person_clusters(X: np.ndarray, clusters: np.ndarray, person: np.ndarray, direct: float,
-                          groups_of: dict[int, list[int]] | None = None, partners: dict[int, set[int]] | None = None) -> list[RawSuggestion]:
-    """Two unknown groups the clustering kept apart whose mean faces still reach the direct bar: "same person?"."""
+                          groups_of: dict[int, list[int]] | None = None, partners: dict[int, set[int]] | None = None,
+                          means: np.ndarray | None = None) -> list[RawSuggestion]:
+    """Two unknown groups the clustering kept apart whose mean faces still reach the direct bar: "same person?".
+
+    ``means``: the groups' mean faces when the caller has them already (:func:`_group_means` of the groups of at
+    least two faces, in ``groups_of`` order)."""
     from face_pipeline.core.clustering.neighbours import neighbour_graph
 
     if groups_of is None:
@@ -435,8 +448,7 @@ def _same_person_clusters(X: np.ndarray, clusters: np.ndarray, person: np.ndarra
     ids = [c for c, rows in groups_of.items() if len(rows) >= 2]
     if len(ids) < 2:
         return []
-    M = np.stack([X[groups_of[c]].sum(axis=0) for c in ids]).astype(np.float32)
-    M /= np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
+    M = _group_means(X, groups_of, ids) if means is None else means
     idx, sims = neighbour_graph(M, min(SAME_PERSON_NEIGHBOURS, len(ids) - 1), floor=direct)
     # Two groups a person already called different people (a cannot-link between their faces) are not asked again.
     group_of_row = {i: n for n, c in enumerate(ids) for i in groups_of[c]}

@@ -89,7 +89,7 @@ def _answer(d: LabelledFaces, a: Answered, s) -> None:
     if s.kind == "cluster_is_person":
         rows = list(s.rows)
         its = [r for r in rows if _identity(d, r) == people[s.person]]
-        others = [r for r in rows if r not in set(its)]
+        others = [r for r in rows if _identity(d, r) != people[s.person]]
         mostly = len(its) > len(others)
         a.answers += 1 + (min(len(its), len(others)) if its and others else 0)
         _label(a, its, s.person)
