@@ -53,9 +53,15 @@ def fmt(name: str, rows: list[P.Row], worst: bool = False) -> str:
 
 
 def impostors(d) -> None:
+    from face_pipeline.core.naming import FINE_LINK, GENUINE_FINE_RATE
+
     q, mx, n = P.impostor_quantiles(d)
     print(f"impostor range of the model on {d.name} (cosine, subject faces of different names, {n:,} pairs): "
           + ", ".join(f"p{100 * k:g} {v:.3f}" for k, v in q.items()) + f", max {mx:.3f}")
+    bins = P.fine_link_by_quality(d, FINE_LINK)
+    print(f"a person's own faces linked at the fine link {FINE_LINK} (best link to another of their faces), by quality: "
+          + ", ".join(f"{lo:.1f}+ {share:.2f} (n={k})" for lo, k, share in bins)
+          + f" -> fine_link_quality {P.fine_link_quality(bins, GENUINE_FINE_RATE):.1f} (every bin upward >= {GENUINE_FINE_RATE:g})")
 
 
 #: Review-queue clicks a user spends after the first organise (:mod:`face_pipeline.evaluation.answers`).

@@ -35,7 +35,11 @@ Rules, and why
    stricter clustering at :data:`FINE_LINK` must tie it to the person as well (its fine group holds only this
    person's labels, or is a group of its own whose mean clears the direct bar), because a face alone at that
    link reached the group through 0.4-0.5 edges, where brothers meet (lfw_dev: Mark McClellan was named
-   Scott McClellan without this guard); and names given this way vouch for nobody (no second hop). The mean
+   Scott McClellan without this guard). Being alone at that link is evidence only for a face good enough to
+   link there when it is the person: below the model's measured ``fine_link_quality`` a person's own faces are
+   often alone at 0.5 (lfw_dev: 11 % at quality 0.4-0.5, 2 % at 0.5-0.6, see :class:`ModelBars`), while the
+   impostor range does not depend on quality, so such a face alone at the fine link needs no tie there (the
+   rest of the rule still holds). Names given this way vouch for nobody (no second hop). The mean
    of a group is a steadier witness than any one face: the sibling group of issue 7 sat at 0.30 against his
    brother's labels. On lfw_dev it lifts K=1 recall from 0.95 to 0.99, and the only stranger named on any
    seed is LFW label noise (bench/quality.py).
@@ -72,6 +76,10 @@ class ModelBars:
     impostor_p999: float
     impostor_max: float  # the maximum is label noise (the same person filed under two names), not a bar
     measured: str
+    #: The lowest quality from which at least :data:`GENUINE_FINE_RATE` of a person's faces, in every quality bin
+    #: upward, link to another face of theirs at :data:`FINE_LINK`: only from there is a face alone at the fine link
+    #: evidence that it is someone else (rule 6). 0 = not measured: every face needs the fine tie.
+    fine_link_quality: float = 0.0
 
 
 #: Per recognition model (``Settings.model_name``). Measured by ``bench/quality.py --impostors`` on lfw_dev:
@@ -82,7 +90,10 @@ MODEL_BARS: dict[str, ModelBars] = {
     "w600k_mbf": ModelBars(
         impostor=0.281, impostor_p99=0.166, impostor_p999=0.226, impostor_max=0.990,
         measured="lfw_dev subject faces, 17,822,605 different-name pairs, detector input rule fit1024-small640-tile3, "
-        "bench/quality.py --impostors (fixed 640 input gave 0.280; faces_dev: p99.99 0.243, max 0.278 over 52k pairs)",
+        "bench/quality.py --impostors (fixed 640 input gave 0.280; faces_dev: p99.99 0.243, max 0.278 over 52k pairs); "
+        "fine_link_quality: lfw_dev faces of people with >= 5 photos, share whose best own-person link reaches 0.5, "
+        "per quality bin of 0.1: 0.64, 0.89, 0.98, 0.99, 1.00, 1.00 from 0.3 up (faces_dev: 0.55, 0.64, 0.98, 1.00 ...)",
+        fine_link_quality=0.5,
     ),
 }
 #: For a model nobody measured: ArcFace-family models share roughly this tail; err on the strict side.
@@ -96,6 +107,9 @@ MIN_EVIDENCE_CLUSTER = 2
 #: clustering at the link threshold merged them into their relative's; that group then vetoes the name. On
 #: lfw_dev and faces_dev it changes no number (bench/quality.py): a guard for families, not a fit.
 FINE_LINK = 0.5
+#: Share of a person's faces that must link to another of theirs at FINE_LINK for being alone there to count as
+#: evidence (``ModelBars.fine_link_quality``): below it, a face alone at the fine link is as often the person.
+GENUINE_FINE_RATE = 0.95
 #: A "same person?" suggestion between two groups needs their mean faces at least at the direct bar.
 SAME_PERSON_NEIGHBOURS = 5
 
@@ -163,6 +177,7 @@ def name_faces(
     suggest: bool = True,
     group_names: bool = True,
     fine_clusters: np.ndarray | None = None,
+    fine_link_quality: float = 0.0,
     head=None,
 ) -> Naming:
     """Apply the naming rules (module docstring) to faces ``X`` (N, D), L2-normalised.
@@ -171,8 +186,10 @@ def name_faces(
     each face; ``quality`` its quality score (None = all good); ``clusters`` the clustering of all faces
     (labels not used; -1 = noise; None = no structural evidence); ``rejected`` row → person indices it is not;
     ``cannot_link`` row pairs that are different people; ``candidates`` the rows that may be named (default:
-    every row without a human label). ``direct`` names, ``impostor`` bounds suggestions (rule 3). ``head`` (a
-    promoted :class:`heads.NamedPersonHead`, or None) may decide among named people (rule 8).
+    every row without a human label). ``direct`` names, ``impostor`` bounds suggestions (rule 3). Faces below
+    ``fine_link_quality`` (the model's :attr:`ModelBars.fine_link_quality`; 0 = every face) alone at the fine link
+    need no tie there (rule 6). ``head`` (a promoted :class:`heads.NamedPersonHead`, or None) may decide among
+    named people (rule 8).
     """
     X = np.asarray(X, dtype=np.float32)
     n = len(X)
@@ -182,7 +199,10 @@ def name_faces(
     gap = np.full(n, np.nan)
     vetoed = np.zeros(n, bool)
     out = Naming(person, confidence, gap, vetoed)
-    good = np.ones(n, bool) if quality is None else np.nan_to_num(np.asarray(quality, dtype=np.float64), nan=1.0) >= min_quality
+    q = np.ones(n) if quality is None else np.nan_to_num(np.asarray(quality, dtype=np.float64), nan=1.0)
+    good = q >= min_quality
+    # Faces too poor to link at the fine link even when they are the person: alone there says nothing (rule 6).
+    unlinkable = q < fine_link_quality
     evidence = np.flatnonzero((human >= 0) & good)
     cand = np.array([i for i in (range(n) if candidates is None else candidates) if human[i] < 0], dtype=np.int64)
     partners: dict[int, set[int]] = defaultdict(set)  # row → rows a person called someone else
@@ -263,7 +283,7 @@ def name_faces(
                 continue
             if g is not None and (p in taken[g[i]] or col[p] in occupied.get(g[i], ())):  # one person per photo
                 continue
-            if not _linked_at_fine_link(fine, i, p, col[p], direct):
+            if not _linked_at_fine_link(fine, i, p, col[p], direct, unlinkable[i]):
                 continue
             cols, vals = S.row(local, bad_local.get(local, ()))
             at = np.flatnonzero(cols == col[p])
@@ -278,7 +298,7 @@ def name_faces(
     # Rule 8: a promoted head decides among named people, never whether a face is anyone.
     if head is not None and cand.size and len(pers):
         _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local, occupied, g, pers, col, evidence,
-                      impostor, coarse, fine, direct, head)
+                      impostor, coarse, fine, direct, head, unlinkable)
 
     # Rule 7 among automatic names: two faces a person called different are never both given one name.
     for a, others in partners.items():
@@ -311,7 +331,7 @@ def _group_means(X: np.ndarray, groups_of: dict[int, list[int]], ids: list[int])
 
 
 def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local, occupied, g, pers, col, evidence,
-                  impostor, coarse, fine, direct, head) -> None:
+                  impostor, coarse, fine, direct, head, unlinkable) -> None:
     """Rule 8 (module docstring), in place: the head's contract (:func:`train.name_faces`) on top of the raw rules.
 
     * The head's bar is never below the run's direct bar; a person is a candidate only above the impostor bar in
@@ -349,7 +369,7 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
             continue
         if any(_someone_else(v, i, p, c, direct) for v in (coarse, fine) if v is not None):
             continue
-        if chosen_raw[local] < direct and not _linked_at_fine_link(fine, i, p, c, direct):
+        if chosen_raw[local] < direct and not _linked_at_fine_link(fine, i, p, c, direct, unlinkable[i]):
             continue
         if g is not None:
             taken[g[i]].discard(int(person[i]))
@@ -612,16 +632,19 @@ def _someone_else(v: _EvidenceView, i: int, p: int, c_p: int, direct: float) -> 
     return v.size[c] >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) < direct
 
 
-def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int, c_p: int, direct: float) -> bool:
+def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int, c_p: int, direct: float, unlinkable: bool = False) -> bool:
     """Rule 6's second guard: face ``i`` is tied to person ``p`` at the stricter link too — its fine group holds
     ``p``'s labels (and nobody else's), or is a group of its own (>= 2 faces, no labels) whose mean face clears the
     direct bar for ``p``. A face alone at the fine link reached ``p``'s group only through 0.4-0.5 edges, where
-    relatives meet. Without a fine clustering (an incremental run) nothing ties it: the nightly full run decides."""
+    relatives meet — unless it is ``unlinkable`` (below the model's ``fine_link_quality``): such faces are alone
+    there as often when they are the person, so their being alone is no evidence and does not block. A fine group
+    that holds someone else's labels, or whose mean is someone else, still does. Without a fine clustering (an
+    incremental run) nothing ties it: the nightly full run decides."""
     if v is None:
         return False
     c = int(v.clusters[i])
     if c < 0:
-        return False
+        return unlinkable
     holders = v.holders.get(c, set())
     if holders:
         return holders == {p}

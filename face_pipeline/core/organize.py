@@ -226,7 +226,8 @@ def supervised_assignment(
     threshold = settings.person_match_threshold if threshold is None else threshold
     strategy = strategy or settings.person_strategy
     lib = lib or load_library(settings, project)
-    impostor = min(naming.bars_for(settings.model_name).impostor, threshold) if space == "raw" else threshold
+    bars = naming.bars_for(settings.model_name)
+    impostor = min(bars.impostor, threshold) if space == "raw" else threshold
     rep = AssignmentReport(faces=len(lib.face_ids), human_labelled=int(lib.human.sum()), threshold=threshold, impostor_bar=impostor)
     human, persons = _human_index(lib)
     candidates = [i for i in (rows if rows is not None else range(len(lib.face_ids))) if not lib.human[i]]
@@ -239,6 +240,7 @@ def supervised_assignment(
             lib.X, human, groups=lib.image_ids, quality=np.array([np.nan if q is None else q for q in lib.quality], dtype=np.float64),
             clusters=_evidence_clusters(settings, lib, rows, cannot, must), direct=threshold, impostor=impostor,
             fine_clusters=_evidence_clusters(settings, lib, rows, cannot, must, naming.FINE_LINK) if rows is None else None,
+            fine_link_quality=bars.fine_link_quality if space == "raw" else 0.0,
             min_quality=settings.person_min_quality, margin=settings.person_margin, strategy=strategy,
             rejected={i: r for i, r in rejected.items() if r}, cannot_link=cannot, candidates=candidates, suggest=rows is None,
             head=head,

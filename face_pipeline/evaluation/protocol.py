@@ -138,6 +138,7 @@ class OursConfig:
     impostor: float | None = None  # None = the model's recorded bar
     min_quality: float | None = None
     group_names: bool = True
+    fine_link_quality: float | None = None  # None = the model's recorded one
 
 
 def _defaults(cfg: OursConfig) -> OursConfig:
@@ -151,6 +152,7 @@ def _defaults(cfg: OursConfig) -> OursConfig:
         direct=s.person_match_threshold if cfg.direct is None else cfg.direct,
         impostor=bars_for(s.model_name).impostor if cfg.impostor is None else cfg.impostor,
         min_quality=s.person_min_quality if cfg.min_quality is None else cfg.min_quality, group_names=cfg.group_names,
+        fine_link_quality=bars_for(s.model_name).fine_link_quality if cfg.fine_link_quality is None else cfg.fine_link_quality,
     )
 
 
@@ -175,7 +177,7 @@ def run_ours(d: LabelledFaces, split: Split, clusters: np.ndarray, cfg: OursConf
     t0 = time.perf_counter()
     res = name_faces(d.X, split.human, groups=d.photo.tolist(), quality=d.quality, clusters=clusters, direct=cfg.direct,
                      impostor=cfg.impostor, min_quality=cfg.min_quality, group_names=cfg.group_names,
-                     fine_clusters=fine, rejected=rejected, cannot_link=cannot_link)
+                     fine_clusters=fine, fine_link_quality=cfg.fine_link_quality, rejected=rejected, cannot_link=cannot_link)
     groups = unknown_groups(clusters, res.person, min_size=2)
     return res.person, groups, time.perf_counter() - t0, res
 
@@ -238,6 +240,40 @@ def impostor_quantiles(d: LabelledFaces, qs=(0.99, 0.999, 0.9999)) -> tuple[dict
         vals.append(S[keep])
     v = np.concatenate(vals)
     return {q: float(np.quantile(v, q)) for q in qs}, float(v.max()), int(v.size)
+
+
+def fine_link_by_quality(d: LabelledFaces, link: float, min_photos: int = MIN_PHOTOS_TO_NAME, step: float = 0.1
+                         ) -> list[tuple[float, int, float]]:
+    """Per quality bin ``[lo, lo + step)``: (lo, faces, share of them whose best link to another subject face of the
+    same person reaches ``link``), over the subject faces of people with at least ``min_photos`` photos. How often a
+    person's own face is alone at that link, by quality: the measurement behind ``ModelBars.fine_link_quality``."""
+    rows = np.flatnonzero(d.labelled)
+    _, code, counts = np.unique(d.identity[rows], return_inverse=True, return_counts=True)
+    rows, code = rows[counts[code] >= min_photos], code[counts[code] >= min_photos]
+    X, q = d.X[rows], d.quality[rows]
+    best = np.full(len(rows), -np.inf)
+    for lo in range(0, len(rows), 1024):
+        S = X[lo : lo + 1024] @ X.T
+        own = code[lo : lo + 1024, None] == code[None, :]
+        own[np.arange(S.shape[0]), np.arange(lo, lo + S.shape[0])] = False
+        best[lo : lo + 1024] = np.where(own, S, -np.inf).max(axis=1)
+    out = []
+    for k in range(int(np.ceil(1 / step))):
+        lo = round(k * step, 6)
+        m = (q >= lo) & (q < lo + step) if k < int(np.ceil(1 / step)) - 1 else q >= lo
+        if m.any():
+            out.append((lo, int(m.sum()), float(np.mean(best[m] >= link))))
+    return out
+
+
+def fine_link_quality(bins: list[tuple[float, int, float]], rate: float) -> float:
+    """The lowest bin edge from which every bin upward has at least ``rate`` of faces linked (1.0: none has)."""
+    edge = 1.0
+    for lo, _, share in reversed(bins):
+        if share < rate:
+            break
+        edge = lo
+    return edge
 
 
 def timed(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:

@@ -61,13 +61,6 @@ def test_assignment_precision_floor_and_no_stranger_named(report):
     assert ours.unknown_false_rate == 0.0, report.table()  # no stranger / unknown person given a known name
 
 
-FINE_LINK_TRADE = ("known trade (issue 7): rule 6 names a face one hop below the direct bar only when the stricter 0.5 "
-                   "clustering ties it to the person too. On lfw_dev that stopped naming brothers (Mark McClellan as Scott) "
-                   "and look-alikes, leaving only LFW's own label noise, and K=1 recall rose; on faces_dev strongly turned faces sit "
-                   "alone at 0.5 and stay suggestions, so plain Chinese Whispers names more of them here")
-
-
-@pytest.mark.xfail(strict=True, reason=FINE_LINK_TRADE)
 def test_assignment_recall_at_least_plain_chinese_whispers(report):
     # recall: the floor, or at least what plain Chinese Whispers names with the same labels
     cw = next(r for r in report.rows if r.name.startswith("chinese whispers cos>0.4"))
@@ -82,7 +75,7 @@ def test_no_person_twice_in_one_photo(report):
     assert report.same_photo_conflicts == 0
 
 
-@pytest.mark.parametrize("baseline", [pytest.param(1, marks=pytest.mark.xfail(strict=True, reason=FINE_LINK_TRADE)), 2, 3, pytest.param(4, marks=pytest.mark.xfail(
+@pytest.mark.parametrize("baseline", [1, 2, 3, pytest.param(4, marks=pytest.mark.xfail(
     strict=True, reason="known: sparse HDBSCAN scores 1.000 on easy faces_dev (ours 0.995) but 0.947 on lfw_dev (ours 0.983)")), 5],
     ids=["cw-0.4", "cw-0.5", "average-linkage", "hdbscan", "immich"])
 def test_ours_at_least_matches_every_anchor_on_bcubed_f(report, baseline):

@@ -96,7 +96,7 @@ def _run(d: LabelledFaces, split: P.Split, **kw) -> tuple[naming.Naming, np.ndar
     clusters = cluster_faces(d.X, SETTINGS.unknown_method, threshold=SETTINGS.unknown_threshold, min_size=2, groups=d.photo.tolist())
     fine = cluster_faces(d.X, SETTINGS.unknown_method, threshold=naming.FINE_LINK, min_size=2, groups=d.photo.tolist())
     res = naming.name_faces(d.X, split.human, groups=d.photo.tolist(), quality=kw.pop("quality", d.quality), clusters=clusters,
-                            fine_clusters=fine,
+                            fine_clusters=fine, fine_link_quality=kw.pop("fine_link_quality", BARS.fine_link_quality),
                             direct=SETTINGS.person_match_threshold, impostor=BARS.impostor, min_quality=SETTINGS.person_min_quality, **kw)
     return res, clusters
 
@@ -322,6 +322,49 @@ def test_the_recorded_impostor_bar_is_this_models_measurement():
     assert round(q[0.99], 3) == BARS.impostor_p99 and round(q[0.999], 3) == BARS.impostor_p999
     assert round(top, 3) == BARS.impostor_max
     assert BARS.impostor < SETTINGS.person_match_threshold  # the direct bar sits above the impostor range
+
+
+def test_the_recorded_fine_link_quality_is_this_models_measurement():
+    """``ModelBars.fine_link_quality`` is where a person's own faces stop being alone at the fine link: measured
+    again here on lfw_dev (the lowest quality bin from which every bin upward has >= 95 % of faces linked to another
+    of their own at ``FINE_LINK``), and it lies where the model's faces are mostly poor ones (the impostor range does
+    not move with quality: a poor face's score means what a good one's does)."""
+    try:
+        d = load_labelled("lfw_dev")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    bins = P.fine_link_by_quality(d, naming.FINE_LINK)
+    assert P.fine_link_quality(bins, naming.GENUINE_FINE_RATE) == BARS.fine_link_quality
+    below = [share for lo, _, share in bins if lo < BARS.fine_link_quality and lo >= SETTINGS.person_min_quality]
+    assert below and max(below) < naming.GENUINE_FINE_RATE  # there, a person's own faces are often alone
+    assert naming.UNMEASURED.fine_link_quality == 0.0  # a model nobody measured: every face needs the fine tie
+
+
+def test_a_poor_face_alone_at_the_fine_link_takes_its_groups_name_and_a_good_one_does_not(faces_dev):
+    """Rule 6's fine-link guard blocks faces alone at the stricter link (brothers meet at 0.4-0.5). For a face below
+    the model's fine-link quality, being alone there is no evidence (a person's own poor faces are alone there as
+    often): on faces_dev such faces — Madonna's and Serena Williams' weaker photos, in their person's group, above
+    the impostor bar — are named, correctly, and only they; the same face with a good quality score is not."""
+    d = faces_dev
+    fine = cluster_faces(d.X, SETTINGS.unknown_method, threshold=naming.FINE_LINK, min_size=2, groups=d.photo.tolist())
+    names_gained = 0
+    for seed in range(3):
+        split = P.make_split(d, seed, 1, 0.5)
+        strict, _ = _run(d, split, fine_link_quality=0.0)
+        res, clusters = _run(d, split)
+        _assert_rules(d, split, res, clusters)
+        gained = np.flatnonzero((res.person >= 0) & (strict.person < 0))
+        assert ((strict.person >= 0) <= (res.person >= 0)).all()  # nothing named before is lost
+        for i in gained:
+            assert d.quality[i] < BARS.fine_link_quality and fine[i] < 0
+            assert split.people[res.person[i]] == d.identity[i]
+        names_gained += len(gained)
+        if len(gained):
+            good = d.quality.copy()
+            good[gained] = 0.9
+            again, _ = _run(d, split, quality=good)
+            assert (again.person[gained] < 0).all()
+    assert names_gained > 0
 
 
 class _AdversarialHead:

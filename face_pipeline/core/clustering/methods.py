@@ -26,9 +26,9 @@ ATTACH_DROP = 0.1
 ATTACH_MARGIN = 0.1
 #: Noise rescue after Chinese Whispers: a face left alone joins a group when two of its links into that group
 #: reach threshold - CW_ATTACH_DROP (0.35 at the default link) and its best link there beats any link elsewhere
-#: by ATTACH_MARGIN. Measured on both sets (bench/quality.py): at 0.35 it brings back a person's weaker photos
-#: (faces_dev B³ F 0.985 → 0.997, lfw_dev 0.983 → 0.983 with known recall up, no stranger more); at 0.30,
-#: barely above the impostor bar (0.28), lfw_dev's one-photo people are attached to look-alikes (B³ F −0.004).
+#: by ATTACH_MARGIN. Measured on both sets, nobody named (bench/quality.py's embeddings): at 0.35 it brings back a
+#: person's weaker photos (faces_dev B³ F 0.980 → 0.985, lfw_dev 0.9826 → 0.9829, no stranger more); at 0.30,
+#: barely above the impostor bar (0.28), lfw_dev's one-photo people are attached to look-alikes (B³ F −0.005).
 CW_ATTACH_DROP = 0.05
 #: Graph clusters with mean pairwise similarity < threshold - COHESION_DROP are re-split by average linkage
 #: at threshold - SPLIT_DROP (:func:`_split_incoherent`).
@@ -568,7 +568,7 @@ REGISTRY: dict[str, Method] = {
     "hdbscan": Method(hdbscan_method, k=15, floor=lambda t: HDBSCAN_FLOOR, summary="HDBSCAN on the sparse kNN graph (ignores the threshold)"),
     "dbscan": Method(dbscan_method, k=15, floor=lambda t: t, summary="DBSCAN on the radius graph (chains people)"),
 }
-#: Steps a method needs after the constraint splits and the size filter (only the refined graph has one).
+#: Steps a method needs after the constraint splits and the size filter (the noise rescue of each).
 AFTER_FINISH: dict[str, Callable[[np.ndarray, Graph, float], np.ndarray]] = {
     "chinese_whispers": _chinese_whispers_after, "graph": _refined_graph_after,
 }
