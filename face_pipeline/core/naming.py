@@ -285,13 +285,12 @@ def name_faces(
                 continue
             if not _linked_at_fine_link(fine, i, p, col[p], direct, unlinkable[i]):
                 continue
-            cols, vals = S.row(local, bad_local.get(local, ()))
-            at = np.flatnonzero(cols == col[p])
-            if at.size == 0 or vals[at[0]] < impostor or int(cols[np.argmax(vals)]) != col[p]:
+            score, lead, best = S.standing(local, col[p], len(pers), bad_local.get(local, ()))
+            if score < impostor or not best:
                 continue
             person[i] = p
-            confidence[i] = float(vals[at[0]])
-            gap[i] = S.lead(vals, int(at[0]), len(pers))
+            confidence[i] = score
+            gap[i] = lead
             if g is not None:
                 taken[g[i]].add(p)
 
@@ -376,9 +375,7 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
             taken[g[i]].add(p)
         person[i] = p
         confidence[i] = float(chosen_raw[local])
-        cols, vals = S.row(local, bad_local.get(local, ()))
-        at = np.flatnonzero(cols == c)
-        gap[i] = S.lead(vals, int(at[0]), len(pers)) if at.size else 0.0
+        gap[i] = S.standing(local, c, len(pers), bad_local.get(local, ()))[1]
 
 
 def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strategy, clusters, labelled_in, vetoed,
@@ -515,6 +512,15 @@ class _Scores:
     def best(self, r: int) -> int:
         cols, vals = self.row(r)
         return int(cols[np.argmax(vals)]) if len(cols) else -1
+
+    def standing(self, r: int, c: int, n_people: int, banned=()) -> tuple[float, float, bool]:
+        """Column ``c`` in row ``r``, ``banned`` columns left out: (its score, its :meth:`lead` over the rest, whether
+        it is the row's best). Not stored (below the floor): (-inf, 0.0, False)."""
+        cols, vals = self.row(r, banned)
+        at = np.flatnonzero(cols == c)
+        if at.size == 0:
+            return -np.inf, 0.0, False
+        return float(vals[at[0]]), self.lead(vals, int(at[0]), n_people), int(cols[np.argmax(vals)]) == c
 
     def lead(self, vals: np.ndarray, at: int, n_people: int) -> float:
         """How far entry ``at`` of a row leads the rest (the runner-up, or the floor for people not stored)."""
