@@ -35,13 +35,18 @@ Rules, and why
    stricter clustering at :data:`FINE_LINK` must tie it to the person as well (its fine group holds only this
    person's labels, or is a group of its own whose mean clears the direct bar), because a face alone at that
    link reached the group through 0.4-0.5 edges, where brothers meet (lfw_dev: Mark McClellan was named
-   Scott McClellan without this guard). Being alone at that link is evidence only for a face good enough to
-   link there when it is the person: below the model's measured ``fine_link_quality`` a person's own faces are
-   often alone at 0.5 (lfw_dev: 11 % at quality 0.4-0.5, 2 % at 0.5-0.6, see :class:`ModelBars`), while the
-   impostor range does not depend on quality, so such a face alone at the fine link needs no tie there (the
-   rest of the rule still holds). Names given this way vouch for nobody (no second hop). The mean
-   of a group is a steadier witness than any one face: the sibling group of issue 7 sat at 0.30 against his
-   brother's labels. On lfw_dev it lifts K=1 recall from 0.95 to 0.99, and the only stranger named on any
+   Scott McClellan without this guard). Being alone at that link is strong evidence only for a face good
+   enough to link there when it is the person: below the model's measured ``fine_link_quality`` a person's
+   own faces are often alone at 0.5 too (lfw_dev: 11 % of n=99 at quality 0.4-0.5, 36 % of n=11 at 0.3-0.4,
+   all 3 below; 2 % at 0.5-0.6, see :class:`ModelBars`), while the impostor range does not move with quality
+   (p99.99 0.270-0.282 in every bin). Such a poor face alone at the fine link is tied through the face of
+   another photo it is most like in its group instead: that face must be this person's (good) human label, or
+   unlabelled and tied to them at the fine link itself. A relative's poor face is usually most like the
+   relative's own photos, which are not tied to this person, and then stays a suggestion (a synthetic family
+   test pins this); a relative seen only once, in a poor photo, or whose nearest face is the named person's,
+   is what this cannot tell apart — its score must still clear the impostor bar and this person be its best.
+   Names given this way vouch for nobody (no second hop). The mean of a group is a steadier witness than any
+   one face: the sibling group of issue 7 sat at 0.30 against his brother's labels. On lfw_dev it lifts K=1 recall from 0.95 to 0.99, and the only stranger named on any
    seed is LFW label noise (bench/quality.py).
 7. **People's constraints hold.** Manual labels are never touched; a rejected person is never given or
    suggested again; a person already in a photo (human label) is not given to another of its faces; faces of
@@ -77,8 +82,9 @@ class ModelBars:
     impostor_max: float  # the maximum is label noise (the same person filed under two names), not a bar
     measured: str
     #: The lowest quality from which at least :data:`GENUINE_FINE_RATE` of a person's faces, in every quality bin
-    #: upward, link to another face of theirs at :data:`FINE_LINK`: only from there is a face alone at the fine link
-    #: evidence that it is someone else (rule 6). 0 = not measured: every face needs the fine tie.
+    #: upward, link to another face of theirs at :data:`FINE_LINK`: from there on, a face alone at the fine link is
+    #: strong evidence that it is someone else; below it a poor face alone there is tied through the face it is most
+    #: like (rule 6). 0 = not measured: every face needs its own fine tie.
     fine_link_quality: float = 0.0
 
 
@@ -108,7 +114,7 @@ MIN_EVIDENCE_CLUSTER = 2
 #: lfw_dev and faces_dev it changes no number (bench/quality.py): a guard for families, not a fit.
 FINE_LINK = 0.5
 #: Share of a person's faces that must link to another of theirs at FINE_LINK for being alone there to count as
-#: evidence (``ModelBars.fine_link_quality``): below it, a face alone at the fine link is as often the person.
+#: strong evidence of someone else (``ModelBars.fine_link_quality``).
 GENUINE_FINE_RATE = 0.95
 #: A "same person?" suggestion between two groups needs their mean faces at least at the direct bar.
 SAME_PERSON_NEIGHBOURS = 5
@@ -187,9 +193,9 @@ def name_faces(
     (labels not used; -1 = noise; None = no structural evidence); ``rejected`` row → person indices it is not;
     ``cannot_link`` row pairs that are different people; ``candidates`` the rows that may be named (default:
     every row without a human label). ``direct`` names, ``impostor`` bounds suggestions (rule 3). Faces below
-    ``fine_link_quality`` (the model's :attr:`ModelBars.fine_link_quality`; 0 = every face) alone at the fine link
-    need no tie there (rule 6). ``head`` (a promoted :class:`heads.NamedPersonHead`, or None) may decide among
-    named people (rule 8).
+    ``fine_link_quality`` (the model's :attr:`ModelBars.fine_link_quality`; 0 = none) alone at the fine link are
+    tied there through the face they are most like (rule 6). ``head`` (a promoted
+    :class:`heads.NamedPersonHead`, or None) may decide among named people (rule 8).
     """
     X = np.asarray(X, dtype=np.float32)
     n = len(X)
@@ -201,8 +207,8 @@ def name_faces(
     out = Naming(person, confidence, gap, vetoed)
     q = np.ones(n) if quality is None else np.nan_to_num(np.asarray(quality, dtype=np.float64), nan=1.0)
     good = q >= min_quality
-    # Faces too poor to link at the fine link even when they are the person: alone there says nothing (rule 6).
-    unlinkable = q < fine_link_quality
+    # Faces often alone at the fine link even when they are the person (rule 6).
+    poor = q < fine_link_quality
     evidence = np.flatnonzero((human >= 0) & good)
     cand = np.array([i for i in (range(n) if candidates is None else candidates) if human[i] < 0], dtype=np.int64)
     partners: dict[int, set[int]] = defaultdict(set)  # row → rows a person called someone else
@@ -265,6 +271,8 @@ def name_faces(
     # faces named here vouch for nobody.
     if coarse is not None and group_names:
         taken = _people_by_photo(person, g, (person >= 0) & (human < 0))
+        poor_ties = _PoorFaceTies(X, coarse, fine, human, good, g, poor)
+        pending: list[tuple[int, int, float, float]] = []  # poor faces alone at the fine link, asked in one batch
         for local, i in enumerate(cand.tolist()):
             c = int(clusters[i])
             if person[i] >= 0 or vetoed[i] or c < 0:
@@ -283,21 +291,27 @@ def name_faces(
                 continue
             if g is not None and (p in taken[g[i]] or col[p] in occupied.get(g[i], ())):  # one person per photo
                 continue
-            if not _linked_at_fine_link(fine, i, p, col[p], direct, unlinkable[i]):
+            score, lead, is_best = S.standing(local, col[p], len(pers), bad_local.get(local, ()))
+            if score < impostor or not is_best:
                 continue
-            score, lead, best = S.standing(local, col[p], len(pers), bad_local.get(local, ()))
-            if score < impostor or not best:
+            if not _linked_at_fine_link(fine, i, p, col[p], direct):
+                if poor_ties.may_ask(i):
+                    pending.append((i, p, score, lead))
                 continue
-            person[i] = p
-            confidence[i] = score
-            gap[i] = lead
+            person[i], confidence[i], gap[i] = p, score, lead
+            if g is not None:
+                taken[g[i]].add(p)
+        for i, p, score, lead in poor_ties.tied(pending, col, direct):
+            if g is not None and p in taken[g[i]]:
+                continue
+            person[i], confidence[i], gap[i] = p, score, lead
             if g is not None:
                 taken[g[i]].add(p)
 
     # Rule 8: a promoted head decides among named people, never whether a face is anyone.
     if head is not None and cand.size and len(pers):
         _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local, occupied, g, pers, col, evidence,
-                      impostor, coarse, fine, direct, head, unlinkable)
+                      impostor, coarse, fine, direct, head)
 
     # Rule 7 among automatic names: two faces a person called different are never both given one name.
     for a, others in partners.items():
@@ -330,7 +344,7 @@ def _group_means(X: np.ndarray, groups_of: dict[int, list[int]], ids: list[int])
 
 
 def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local, occupied, g, pers, col, evidence,
-                  impostor, coarse, fine, direct, head, unlinkable) -> None:
+                  impostor, coarse, fine, direct, head) -> None:
     """Rule 8 (module docstring), in place: the head's contract (:func:`train.name_faces`) on top of the raw rules.
 
     * The head's bar is never below the run's direct bar; a person is a candidate only above the impostor bar in
@@ -368,7 +382,7 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
             continue
         if any(_someone_else(v, i, p, c, direct) for v in (coarse, fine) if v is not None):
             continue
-        if chosen_raw[local] < direct and not _linked_at_fine_link(fine, i, p, c, direct, unlinkable[i]):
+        if chosen_raw[local] < direct and not _linked_at_fine_link(fine, i, p, c, direct):
             continue
         if g is not None:
             taken[g[i]].discard(int(person[i]))
@@ -602,6 +616,8 @@ class _EvidenceView:
     size: dict[int, int]
     row_of: dict[int, int]
     scores: _Scores
+    _order: np.ndarray | None = field(default=None, repr=False)
+    _sorted: np.ndarray | None = field(default=None, repr=False)
 
     def score(self, c: int, c_p: int) -> float:
         """Group ``c``'s mean face against person column ``c_p`` (-inf: below the floor)."""
@@ -609,6 +625,14 @@ class _EvidenceView:
 
     def best(self, c: int) -> int:
         return self.scores.best(self.row_of[c]) if c in self.row_of else -1
+
+    def members(self, c: int) -> np.ndarray:
+        """Rows of group ``c`` (the faces sorted by group once, on first use)."""
+        if self._order is None:
+            self._order = np.argsort(self.clusters, kind="stable")
+            self._sorted = self.clusters[self._order]
+        lo, hi = np.searchsorted(self._sorted, c), np.searchsorted(self._sorted, c, side="right")
+        return self._order[lo:hi]
 
 
 def _view(X, clusters, human, evidence, protos, strategy, floor, cand) -> _EvidenceView | None:
@@ -635,26 +659,88 @@ def _someone_else(v: _EvidenceView, i: int, p: int, c_p: int, direct: float) -> 
     holders = v.holders.get(c, set())
     if holders:
         return p not in holders
-    return v.size[c] >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) < direct
+    return v.size.get(c, 0) >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) < direct
 
 
-def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int, c_p: int, direct: float, unlinkable: bool = False) -> bool:
+def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int, c_p: int, direct: float) -> bool:
     """Rule 6's second guard: face ``i`` is tied to person ``p`` at the stricter link too — its fine group holds
     ``p``'s labels (and nobody else's), or is a group of its own (>= 2 faces, no labels) whose mean face clears the
     direct bar for ``p``. A face alone at the fine link reached ``p``'s group only through 0.4-0.5 edges, where
-    relatives meet — unless it is ``unlinkable`` (below the model's ``fine_link_quality``): such faces are alone
-    there as often when they are the person, so their being alone is no evidence and does not block. A fine group
-    that holds someone else's labels, or whose mean is someone else, still does. Without a fine clustering (an
-    incremental run) nothing ties it: the nightly full run decides."""
+    relatives meet. Without a fine clustering (an incremental run) nothing ties it: the nightly full run decides."""
     if v is None:
         return False
     c = int(v.clusters[i])
     if c < 0:
-        return unlinkable
+        return False
     holders = v.holders.get(c, set())
     if holders:
         return holders == {p}
-    return v.size[c] >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) >= direct
+    return v.size.get(c, 0) >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) >= direct
+
+
+class _PoorFaceTies:
+    """Rule 6's fine-link tie for poor faces (below the model's ``fine_link_quality``), which are often alone at the
+    fine link when they are the person: such a face, alone there, is tied to person ``p`` when the face of another
+    photo it is most like in its coarse group is ``p``'s human label (one good enough to be evidence, rule 4) or,
+    unlabelled, is itself tied to ``p`` at the fine link. Only human labels tie: no name given in this run vouches.
+    A poor face in a stricter group of its own is judged by that group (:func:`_linked_at_fine_link`), never here.
+
+    Asked once, for every face that passed the rest of rule 6: nearest faces are found group by group, one matrix
+    product per block of asking faces against the group gathered once, so a group of 100k faces with a few asking
+    faces costs one pass."""
+
+    BLOCK = 1 << 22  # similarities per block (16 MB of float32)
+
+    def __init__(self, X: np.ndarray, coarse: _EvidenceView, fine: _EvidenceView | None, human: np.ndarray,
+                 good: np.ndarray, g: np.ndarray | None, poor: np.ndarray) -> None:
+        self.X, self.coarse, self.fine, self.human, self.good, self.g, self.poor = X, coarse, fine, human, good, g, poor
+
+    def may_ask(self, i: int) -> bool:
+        """Face ``i`` is poor and alone at the fine link (with a fine clustering to be alone in)."""
+        return bool(self.poor[i]) and self.fine is not None and self.fine.clusters[i] < 0
+
+    def tied(self, asking: list[tuple[int, int, float, float]], col: dict[int, int], direct: float):
+        """The entries of ``asking`` (face, person, ...) whose face is tied to its person, in the given order."""
+        if not asking:
+            return []
+        photo = None if self.g is None else _codes(self.g)
+        by_group: dict[int, list[int]] = defaultdict(list)
+        for i, *_ in asking:
+            by_group[int(self.coarse.clusters[i])].append(i)
+        nearest: dict[int, int] = {}
+        for c, faces in by_group.items():
+            rows = self.coarse.members(c)
+            Xr = self.X[rows]
+            step = max(1, self.BLOCK // max(1, rows.size))
+            for lo in range(0, len(faces), step):
+                a = np.asarray(faces[lo : lo + step], dtype=np.int64)
+                S = self.X[a] @ Xr.T
+                S[a[:, None] == rows[None, :]] = -np.inf  # not itself
+                if photo is not None:
+                    S[photo[a][:, None] == photo[rows][None, :]] = -np.inf  # nor a face of its own photo
+                best = S.argmax(axis=1)
+                for r, i in enumerate(a.tolist()):
+                    if np.isfinite(S[r, best[r]]):
+                        nearest[i] = int(rows[best[r]])
+        out = []
+        for entry in asking:
+            i, p = entry[0], entry[1]
+            j = nearest.get(i, -1)
+            if j < 0:
+                continue
+            if self.human[j] >= 0:
+                tie = int(self.human[j]) == p and bool(self.good[j])
+            else:
+                tie = _linked_at_fine_link(self.fine, j, p, col[p], direct)
+            if tie:
+                out.append(entry)
+        return out
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """int64 code per value (equal values, equal codes)."""
+    seen: dict = {}
+    return np.array([seen.setdefault(v, len(seen)) for v in values.tolist()], dtype=np.int64)
 
 
 def unknown_groups(clusters: np.ndarray, person: np.ndarray, min_size: int = 2) -> np.ndarray:
