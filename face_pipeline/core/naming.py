@@ -46,8 +46,8 @@ Rules, and why
    test pins this); a relative seen only once, in a poor photo, or whose nearest face is the named person's,
    is what this cannot tell apart — its score must still clear the impostor bar and this person be its best.
    Names given this way vouch for nobody (no second hop). The mean of a group is a steadier witness than any
-   one face: the sibling group of issue 7 sat at 0.30 against his brother's labels. On lfw_dev it lifts K=1 recall from 0.95 to 0.99, and the only stranger named on any
-   seed is LFW label noise (bench/quality.py).
+   one face: the sibling group of issue 7 sat at 0.30 against his brother's labels. On lfw_dev it lifts K=1
+   recall from 0.95 to 0.99, and the only stranger named on any seed is LFW label noise (bench/quality.py).
 7. **People's constraints hold.** Manual labels are never touched; a rejected person is never given or
    suggested again; a person already in a photo (human label) is not given to another of its faces; faces of
    one photo are matched to people jointly (Hungarian, :func:`assign.assign_scores`); a "different people"
