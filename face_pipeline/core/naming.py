@@ -703,7 +703,9 @@ class _PoorFaceTies:
         """The entries of ``asking`` (face, person, ...) whose face is tied to its person, in the given order."""
         if not asking:
             return []
-        photo = None if self.g is None else _codes(self.g)
+        from face_pipeline.core.clustering.neighbours import _group_codes
+
+        photo = _group_codes(self.g, len(self.X))  # None stays None; a face of no photo is a photo of its own
         by_group: dict[int, list[int]] = defaultdict(list)
         for i, *_ in asking:
             by_group[int(self.coarse.clusters[i])].append(i)
@@ -735,12 +737,6 @@ class _PoorFaceTies:
             if tie:
                 out.append(entry)
         return out
-
-
-def _codes(values: np.ndarray) -> np.ndarray:
-    """int64 code per value (equal values, equal codes)."""
-    seen: dict = {}
-    return np.array([seen.setdefault(v, len(seen)) for v in values.tolist()], dtype=np.int64)
 
 
 def unknown_groups(clusters: np.ndarray, person: np.ndarray, min_size: int = 2) -> np.ndarray:
