@@ -17,6 +17,16 @@ Why the design looks like this
   that had been tuned on faces_dev (bench/quality.py), so those refinements are no longer the default. One
   step is kept because it helps on both sets: a face left alone joins a group when two of its links into it
   reach 0.35 and clearly beat its links elsewhere (``methods.CW_ATTACH_DROP``).
+* **Poor faces are placed by their group.** The recogniser sees a poor face (quality below the model's measured
+  ``fine_link_quality``) less well: its links to its own person are weaker while the impostor range is the same at
+  every quality, and a person's poor crops resemble each other. So, given the faces' quality, a group made only of
+  poor faces joins the one group of good faces that two of its faces link to, and a poor face left alone joins the
+  group of its nearest face when that group's mean face clears the link for it (:func:`methods._join_poor_groups`,
+  :func:`methods._join_lone_poor_faces`). Groups of good faces never move, so brothers and look-alikes are grouped
+  exactly as without it. faces_dev: B³ F 0.985 → 1.000 (Elton John's five tight crops, two lone photos); lfw_dev:
+  two lone faces join, a subject rightly and a background face wrongly by LFW's labels (bench/anchor_gap.py).
+  Organise passes quality to the clustering at the link (in the recogniser's own space only); the stricter one
+  that naming reads as evidence of someone else stays links only.
 * **Constraints.** Two faces of one photo are two people, and so are two faces a person answered "different
   people" for (cannot-links): their edges are removed before clustering and every method's result is split
   where transitivity still joined them (:func:`methods._split_group_conflicts`). "Same person" answers
@@ -95,6 +105,8 @@ def cluster_faces(
     must_link: Iterable[tuple[int, int]] | None = None,
     cannot_link: Iterable[tuple[int, int]] | None = None,
     neighbours: NeighbourCache | None = None,
+    quality: Sequence[float | None] | np.ndarray | None = None,
+    poor_below: float = 0.0,
 ) -> np.ndarray:
     """Cluster face embeddings; returns int64 labels (N,), -1 = noise.
 
@@ -104,6 +116,9 @@ def cluster_faces(
     ``None`` = unconstrained) guarantees that no cluster holds two faces of the same photo; ``cannot_link``
     (row pairs) that no cluster holds both faces of a pair; ``must_link`` pairs are linked at full weight.
     ``neighbours`` (a :class:`NeighbourCache` of these same faces) shares one kNN graph between clusterings.
+    ``quality`` (per face, None/NaN = unknown, read as good) with ``poor_below`` (the model's
+    ``ModelBars.fine_link_quality``; 0 = off) lets Chinese Whispers place poor faces by what their group as a whole
+    says (:func:`methods._join_poor_groups`, :func:`methods._join_lone_poor_faces`).
     """
     method = method or DEFAULT_METHOD
     if method not in REGISTRY:
@@ -112,6 +127,13 @@ def cluster_faces(
     Xn = _normalise(X)
     n = Xn.shape[0]
     g = _group_codes(groups, n)
+    poor = None
+    if quality is not None and poor_below > 0:
+        q = np.asarray(quality, dtype=object if not isinstance(quality, np.ndarray) else None)
+        q = np.array([np.nan if v is None else v for v in q.tolist()], dtype=np.float64) if q.dtype == object else q.astype(np.float64)
+        if q.shape != (n,):
+            raise ValueError(f"{n} faces but quality scores of shape {q.shape}")
+        poor = np.nan_to_num(q, nan=1.0) < poor_below
     if n == 0:
         return np.empty(0, np.int64)
     if n == 1:
@@ -135,7 +157,7 @@ def cluster_faces(
     for a, others in cannot.items():  # a "different people" answer removes the edge, whatever the similarity
         hit = np.isin(indices[a], list(others))
         indices[a, hit], sims[a, hit] = -1, -np.inf
-    graph = Graph(Xn, indices, sims, g, must, dict(cannot))
+    graph = Graph(Xn, indices, sims, g, must, dict(cannot), poor)
     labels = np.asarray(spec.fn(graph, threshold=threshold, min_size=min_size, seed=seed, **spec.params), dtype=np.int64)
     if g is not None or cannot:
         labels = _split_group_conflicts(labels, Xn, g, dict(cannot))

@@ -67,6 +67,7 @@ class Library:
     rejections: dict[str, set[str]]  # face_id → persons it is not
     active_persons: set[str]  # persons that may receive faces (active or hidden, not merged)
     quality: list[float | None] = field(default_factory=list)  # quality score per face (None = unknown)
+    projected: bool = False  # X is a learned space (a projection head's), not the recogniser's own
 
     @cached_property
     def human(self) -> np.ndarray:
@@ -119,14 +120,18 @@ def load_library(settings: Settings, project: Projector | None = None) -> Librar
     X = X[keep] if len(keep) else np.zeros((0, X.shape[1] if X.ndim == 2 else 512), dtype=np.float32)
     if project is not None and len(X):
         X = project(X)
-    return _with_labels(ids, X, state)
+    lib = _with_labels(ids, X, state)
+    lib.projected = project is not None
+    return lib
 
 
 def refresh_labels(settings: Settings, lib: Library) -> Library:
     """The same faces and vectors with the label state re-read from SQL (no embedding files read again)."""
     state = _label_state(settings)
     keep = [i for i, f in enumerate(lib.face_ids) if f in state[0]]
-    return _with_labels([lib.face_ids[i] for i in keep], lib.X[keep], state)
+    out = _with_labels([lib.face_ids[i] for i in keep], lib.X[keep], state)
+    out.projected = lib.projected
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- supervised ----
@@ -191,17 +196,25 @@ def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | N
     return labels
 
 
+def _poor_below(settings: Settings, lib: Library) -> float:
+    """The quality under which clustering places a face by its group: the model's measured ``fine_link_quality`` in
+    the recogniser's own space, 0 (off) in a learned space, where nobody measured how poor faces link."""
+    return 0.0 if lib.projected else naming.bars_for(settings.model_name).fine_link_quality
+
+
 def cluster_everyone(settings: Settings, lib: Library, method: str, threshold: float, min_size: int, must: list, cannot: list) -> np.ndarray:
     """The clustering of every face (labels unused) that both the naming rules and the unknown clusters read.
 
-    Computed once per library state: the second asking step (usually the next asset) reads it back from the
-    home's cache folder (:mod:`clustering.memo`, keyed by everything it depends on)."""
+    Poor faces (below the model's ``fine_link_quality``) are placed by what their group as a whole says
+    (:func:`cluster.cluster_faces`). Computed once per library state: the second asking step (usually the next
+    asset) reads it back from the home's cache folder (:mod:`clustering.memo`, keyed by everything it depends on)."""
+    poor_below = _poor_below(settings, lib)
     params = {"method": method, "threshold": float(threshold), "min_size": int(min_size), "k": settings.unknown_knn, "seed": 0,
-              "code": memo.code_version()}
+              "code": memo.code_version(), "poor_below": poor_below, "quality": memo.digest_values(lib.quality)}
     key = memo.digest(lib.X, lib.face_ids, lib.image_ids, params, must, cannot)
     return memo.remembered(settings.cache_dir, key, lambda: cluster_mod.cluster_faces(
         lib.X, method, threshold=threshold, min_size=min_size, k=settings.unknown_knn, groups=lib.image_ids, seed=0,
-        must_link=must, cannot_link=cannot, neighbours=lib.neighbours))
+        must_link=must, cannot_link=cannot, neighbours=lib.neighbours, quality=lib.quality, poor_below=poor_below))
 
 
 def supervised_assignment(
@@ -478,7 +491,8 @@ def _group_the_rest(settings: Settings, lib: Library, left: list[int], new: set[
     if len(pool) < max(2, settings.unknown_min_size):
         return {}
     labels = cluster_mod.cluster_faces(lib.X[pool], settings.unknown_method, threshold=settings.unknown_threshold,
-                                       min_size=settings.unknown_min_size, groups=[lib.image_ids[i] for i in pool])
+                                       min_size=settings.unknown_min_size, groups=[lib.image_ids[i] for i in pool],
+                                       quality=[lib.quality[i] for i in pool], poor_below=_poor_below(settings, lib))
     with session_scope(settings.sql_url) as s:
         next_number = int(_state(s, "next_cluster_number", "1"))
     out: dict[str, str] = {}

@@ -157,12 +157,15 @@ def _defaults(cfg: OursConfig) -> OursConfig:
 
 
 def cluster_everyone(d: LabelledFaces, cfg: OursConfig | None = None, threshold: float | None = None) -> tuple[np.ndarray, float]:
-    """The product's clustering of every face (``threshold`` overrides the link, e.g. ``naming.FINE_LINK``)."""
+    """The product's clustering of every face (``threshold`` overrides the link, e.g. ``naming.FINE_LINK``). As in
+    organize, the clustering at the link places poor faces by their group (quality and the model's
+    ``fine_link_quality``); the stricter one is links only."""
     from face_pipeline.core.cluster import cluster_faces
 
     cfg = _defaults(cfg or OursConfig())
     t0 = time.perf_counter()
-    labels = cluster_faces(d.X, cfg.method, threshold=threshold or cfg.threshold, min_size=2, groups=d.photo.tolist(), seed=0)
+    poor = {} if threshold is not None else {"quality": d.quality, "poor_below": cfg.fine_link_quality}
+    labels = cluster_faces(d.X, cfg.method, threshold=threshold or cfg.threshold, min_size=2, groups=d.photo.tolist(), seed=0, **poor)
     return labels, time.perf_counter() - t0
 
 

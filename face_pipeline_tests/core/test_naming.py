@@ -219,9 +219,11 @@ def _answered(d: LabelledFaces, split: P.Split, clusters: np.ndarray, fine: np.n
 
 @pytest.mark.parametrize("k,fraction", [(0, 0.0), (1, 0.5), (3, 0.5)], ids=["nobody-named", "K1-half", "K3-half"])
 def test_answering_the_queue_settles_what_automation_leaves_on_faces_dev(faces_dev, k, fraction):
-    """Where automation stops short (faces_dev: Elton John's photos from two eras form two groups whose link is the
-    same 0.3 mean cosine as brothers'), the product asks; a few answers from the truth put ours at or above every
-    anchor's automation on the same split, and no answer makes automation name anyone wrongly."""
+    """Where automation stops short (with labels: faces inside the impostor range of the named person, which no rule
+    names), the product asks; a few answers from the truth put ours at or above every anchor's automation on the same
+    split, and no answer makes automation name anyone wrongly. With nobody named, clustering already places Elton
+    John's poor tight crops (mean cosine 0.29 to his other photos, like brothers' 0.30) with him, by their quality,
+    and the queue may have nothing left to ask."""
     from face_pipeline.evaluation.anchors import ANCHORS
 
     d = faces_dev
@@ -229,13 +231,14 @@ def test_answering_the_queue_settles_what_automation_leaves_on_faces_dev(faces_d
     fine, _ = P.cluster_everyone(d, threshold=naming.FINE_LINK)
     split = P.nobody(d) if not k else P.make_split(d, 0, k, fraction)
     before, after, a, res = _answered(d, split, clusters, fine, clicks=10)
-    assert a.answers <= 10 and a.yes >= 1, "automation left something to ask about"
+    assert a.answers <= 10
     assert after.strangers_named == 0 and after.known_p == 1.0
-    assert after.b3_f > before.b3_f
+    assert after.b3_f > before.b3_f or (a.yes == 0 and after.b3_f == before.b3_f)
     for name, fn in ANCHORS.items():
         ap, ag = P.run_anchor(d, split, fn(d.X))
         anchor = P.score(name, d, split, ap, ag, 0.0)
         assert after.b3_f >= anchor.b3_f, (name, after.b3_f, anchor.b3_f)
+        assert before.b3_f >= anchor.b3_f or a.yes >= 1, f"automation is below {name} and asked nothing"
     labelled_now = a.split.human >= 0
     assert (res.person[labelled_now] == a.split.human[labelled_now]).all(), "an answer is a human label automation keeps"
 
@@ -367,41 +370,117 @@ def test_a_poor_face_alone_at_the_fine_link_takes_its_groups_name_and_a_good_one
     assert names_gained > 0
 
 
+def _ann_and_her_sister(sp, sister_photos: int):
+    """Ann: six photos of one identity in six looks (cosine 0.56 between two of them), one of them labelled (K = 1);
+    her sister: ``sister_photos`` good photos (cosine 0.22 to Ann's); a poor photo of Ann (0.38 to each of Ann's
+    photos, below the direct bar against her one label) and a poor photo of the sister (0.30 against Ann's label:
+    above the impostor bar). Returns the faces, the human labels, and the rows of the two poor faces."""
+    ann = [sp.face(ann=0.75, **{f"look{i}": 0.5}) for i in range(6)]
+    sister = [sp.face(sib=0.8, ann=0.3) for _ in range(sister_photos)]
+    X = np.stack(ann + sister + [sp.face(ann=0.5), sp.face(sib=0.55, ann=0.4)])
+    human = np.array([0] + [-1] * (len(X) - 1))
+    return X, human, len(X) - 2, len(X) - 1
+
+
 def test_a_relatives_poor_face_stays_unnamed_where_the_persons_own_poor_face_is_named():
-    """The family case the fine link exists for (synthetic: lfw_dev has no families). Ann is named; her sister has
-    photos of her own, and the clustering at 0.4 merged the sisters into one group. Two poor faces (quality 0.45)
-    sit alone at the fine link, both above the impostor bar against Ann's labels: Ann's own, which is most like
-    Ann's labels, takes her name; the sister's, which is most like the sister's own photos (a stricter group that
-    is not Ann), does not. A label too poor to be evidence (rule 4) ties nobody."""
+    """The family case the fine link exists for (synthetic: lfw_dev has no families). Ann is named with one label;
+    her sister has photos of her own, and the clustering at 0.4 merged the sisters into one group. Two poor faces
+    (quality 0.45) sit alone at the fine link, both above the impostor bar against Ann's label and neither at the
+    direct bar: Ann's own, which the rest of the group as a whole claims and which is most like Ann's photos, takes
+    her name; the sister's, which is most like the sister's own photos (a stricter group that is not Ann), does not.
+    A poor face the group as a whole does not claim is not named either, however near one photo of Ann it is."""
     from face_pipeline_tests.core.test_organize import Space
 
     sp = Space(seed=11)
-    ann = [sp.face(ann=0.9) for _ in range(6)]
-    sister = [sp.face(sib=0.8, ann=0.3) for _ in range(3)]
-    ann_poor = sp.face(ann=0.34)
-    sister_poor = sp.face(sib=0.55, ann=0.34)
-    X = np.stack(ann + sister + [ann_poor, sister_poor])
-    human = np.array([0] * 6 + [-1] * 5)
+    X, human, ann_poor, sister_poor = _ann_and_her_sister(sp, sister_photos=3)
     coarse = np.zeros(len(X), np.int64)  # one group at 0.4: the sisters merged
     fine = np.array([0] * 6 + [1] * 3 + [-1, -1])  # at 0.5: Ann, the sister, and the two poor faces alone
     quality = np.array([0.9] * 9 + [0.45, 0.45])
     kw = dict(groups=list(range(len(X))), quality=quality, clusters=coarse, fine_clusters=fine, suggest=False,
               direct=SETTINGS.person_match_threshold, impostor=BARS.impostor, min_quality=SETTINGS.person_min_quality)
-    labels_mean = X[:6].mean(axis=0) / np.linalg.norm(X[:6].mean(axis=0))
-    assert (X[-2:] @ labels_mean >= BARS.impostor).all()  # both suggestive: beyond the impostor range
+    label = X[0]
+    assert ((X[[ann_poor, sister_poor]] @ label >= BARS.impostor) & (X[[ann_poor, sister_poor]] @ label < kw["direct"])).all()
+    rest = X[:-2].sum(axis=0) + X[sister_poor]
+    assert X[ann_poor] @ rest / np.linalg.norm(rest) >= kw["direct"]  # the group as a whole claims Ann's poor face
     res = naming.name_faces(X, human, fine_link_quality=BARS.fine_link_quality, **kw)
-    assert res.person[-2:].tolist() == [0, -1]
+    assert res.person[[ann_poor, sister_poor]].tolist() == [0, -1]
     assert (res.person[6:9] < 0).all()  # the sister's own photos: a stricter group that is not Ann
     strict = naming.name_faces(X, human, fine_link_quality=0.0, **kw)  # a model nobody measured: both held back
-    assert strict.person[-2:].tolist() == [-1, -1]  # (so neither clears the direct bar on its own)
+    assert strict.person[[ann_poor, sister_poor]].tolist() == [-1, -1]
     # Only the two poor faces asked about (the sister's photos are not candidates, so no view holds their group).
-    only = naming.name_faces(X, human, fine_link_quality=BARS.fine_link_quality, candidates=[9, 10], **kw)
-    assert only.person[-2:].tolist() == [0, -1]
-    # The label Ann's poor face is most like, too poor to be evidence: it ties nothing.
-    nearest_label = int(np.argmax(X[:6] @ ann_poor))
-    kw["quality"] = np.where(np.arange(len(X)) == nearest_label, 0.1, quality)
+    only = naming.name_faces(X, human, fine_link_quality=BARS.fine_link_quality, candidates=[ann_poor, sister_poor], **kw)
+    assert only.person[[ann_poor, sister_poor]].tolist() == [0, -1]
+    # The label too poor to be evidence (rule 4): nothing is named at all.
+    kw["quality"] = np.where(np.arange(len(X)) == 0, 0.1, quality)
+    assert (naming.name_faces(X, human, fine_link_quality=BARS.fine_link_quality, **kw).person[1:] < 0).all()
+    # A poor face at 0.31 to every photo of Ann: above the impostor bar against her label, near one of her photos,
+    # but the group as a whole (0.30) does not claim it.
+    faint = sp.face(ann=0.41)
+    X2 = np.vstack([X[:-2], faint[None], X[sister_poor][None]])
+    rest = X2[:-2].sum(axis=0) + X2[-1]
+    assert X2[-2] @ label >= BARS.impostor and X2[-2] @ rest / np.linalg.norm(rest) < kw["direct"]
+    kw["quality"] = quality
+    assert naming.name_faces(X2, human, fine_link_quality=BARS.fine_link_quality, **kw).person[-2] == -1
+
+
+def test_a_relative_seen_once_in_a_poor_photo_is_not_named_through_the_persons_group():
+    """The relative seen once, in a poor photo, that the clustering at 0.4 put in the named person's group: its
+    nearest face there is Ann's (tied to her at the fine link), its score against Ann's label is above the impostor
+    bar, but the rest of the group as a whole does not claim it, so it stays a suggestion; Ann's own poor face in
+    the same group is named (bench/poor_faces.py --families: a relative seen only in two poor photos, at brothers'
+    similarity, gets the name on 21 of 300 faces with the tie, 15 with it off, 32 before this condition)."""
+    from face_pipeline_tests.core.test_organize import Space
+
+    sp = Space(seed=5)
+    X, human, ann_poor, sister_poor = _ann_and_her_sister(sp, sister_photos=0)
+    X[sister_poor] = sp.face(sib=0.6, ann=0.4)  # 0.30 to each of Ann's photos
+    coarse = np.zeros(len(X), np.int64)
+    fine = np.array([0] * 6 + [-1, -1])
+    quality = np.array([0.9] * 6 + [0.45, 0.45])
+    kw = dict(groups=list(range(len(X))), quality=quality, clusters=coarse, fine_clusters=fine, suggest=False,
+              direct=SETTINGS.person_match_threshold, impostor=BARS.impostor, min_quality=SETTINGS.person_min_quality)
+    others = np.flatnonzero(np.arange(len(X)) != sister_poor)
+    assert int(others[np.argmax(X[others] @ X[sister_poor])]) < 6  # its nearest face is one of Ann's
+    assert BARS.impostor <= X[sister_poor] @ X[0] < kw["direct"]
     res = naming.name_faces(X, human, fine_link_quality=BARS.fine_link_quality, **kw)
-    assert res.person[-2:].tolist() == [-1, -1]
+    assert res.person[[ann_poor, sister_poor]].tolist() == [0, -1]
+    assert any(s.kind == "face_is_person" and sister_poor in s.rows for s in naming.name_faces(
+        X, human, fine_link_quality=BARS.fine_link_quality, **{**kw, "suggest": True}).suggestions)
+
+
+@pytest.mark.xfail(strict=True, reason="known limit (issue 7, families): rule 6 compares a group's mean face with the "
+                   "single-face direct bar, and a tight group of a brother averages its noise away (mean face 0.43-0.48 "
+                   "against his brother's labels while his single faces sit at 0.35), so it names the brother's group; "
+                   "bench/poor_faces.py --families measures it")
+def test_the_brother_of_issue_7_is_not_named_through_his_own_group():
+    """Issue 7's brothers, synthetic with its numbers: A has 40 photos (3 labelled), his unnamed brother 530 (0.62
+    mean cosine among themselves, 0.30 to A's), plus 100 strangers. The brother's photos form a group of their own
+    that holds no label: the library's structure says he is someone else, so no face of his may be named beyond
+    those that clear the direct bar on their own (rule 6 must add none)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from synthetic import direction_sampler
+
+    rng = np.random.default_rng(0)
+    dirs, _ = direction_sampler(rng, 512, 0.7)
+    faces = lambda c, m: (lambda x: x / np.linalg.norm(x, axis=1, keepdims=True))(np.sqrt(0.62) * c + np.sqrt(0.38) * dirs(m))  # noqa: E731
+    a, u = dirs(1)[0], dirs(1)[0]
+    u -= (u @ a) * a
+    rho = 0.30 / 0.62  # faces across at 0.30
+    b = rho * a + np.sqrt(1 - rho**2) * u / np.linalg.norm(u)
+    X = np.vstack([faces(a, 40), faces(b, 530)] + [faces(o, 5) for o in dirs(100)]).astype(np.float32)
+    brother = np.r_[np.zeros(40, bool), np.ones(530, bool), np.zeros(500, bool)]
+    assert abs(float((X[brother] @ X[:40].T).mean()) - 0.30) < 0.02
+    human = np.full(len(X), -1)
+    human[:3] = 0
+    photo = list(range(len(X)))
+    kw = dict(groups=photo, quality=None, clusters=cluster_faces(X, None, threshold=SETTINGS.unknown_threshold, groups=photo),
+              fine_clusters=cluster_faces(X, None, threshold=naming.FINE_LINK, groups=photo), direct=SETTINGS.person_match_threshold,
+              impostor=BARS.impostor, fine_link_quality=BARS.fine_link_quality, suggest=False)
+    on_their_own = int((naming.name_faces(X, human, group_names=False, **kw).person[brother] >= 0).sum())
+    assert int((naming.name_faces(X, human, **kw).person[brother] >= 0).sum()) <= on_their_own
 
 
 class _AdversarialHead:

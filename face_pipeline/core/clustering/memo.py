@@ -7,7 +7,8 @@ naming faces between the two steps does not change it. It is the most expensive 
 library, so the first step writes its result to the home's cache folder and the second reads it back.
 
 The file is keyed by a digest of everything the result depends on: the vectors (bytes), face and photo ids in
-order, the method and its parameters, people's must/cannot-link answers and the clustering code itself. Any difference — a new batch, a
+order, the method and its parameters (the faces' quality among them), people's must/cannot-link answers and the
+clustering code itself. Any difference — a new batch, a
 deleted face, a new answer, another threshold — is a miss and the clustering is computed again, so a stale file
 can cost time but never change a result. Deleting the folder is always safe.
 """
@@ -47,6 +48,13 @@ def digest(X: np.ndarray, face_ids: Sequence[str], image_ids: Sequence[str], par
     h.update(repr(sorted((min(a, b), max(a, b)) for a, b in must)).encode())
     h.update(repr(sorted((min(a, b), max(a, b)) for a, b in cannot)).encode())
     return h.hexdigest()
+
+
+def digest_values(values: Sequence[float | None]) -> str:
+    """Short hex digest of a per-face list of numbers (None kept apart from every number): a clustering input
+    such as the faces' quality, folded into ``params`` by callers that use it."""
+    arr = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return hashlib.blake2b(memoryview(np.ascontiguousarray(arr)).cast("B"), digest_size=12).hexdigest()
 
 
 def remembered(folder: Path, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:

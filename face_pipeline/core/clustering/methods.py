@@ -12,6 +12,7 @@ are edges of full weight added before the method runs.
 from __future__ import annotations
 
 import heapq
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -388,6 +389,143 @@ def _attach_noise(
     return labels
 
 
+# ---------------------------------------------------------------------------------------------------------
+# poor faces: placed by what their group as a whole says
+# ---------------------------------------------------------------------------------------------------------
+# The recogniser sees a poor face (tiny, blurred, cut by the frame, turned away: quality below the model's
+# ``fine_link_quality``) less well, so its links to the person's other faces are weaker (lfw_dev subject faces:
+# median cosine between two faces of one person 0.60 when both are good, 0.50 when one is poor), while the
+# impostor range does not move with quality (p99.99 0.270-0.282 in every quality bin). Poor crops of one person
+# also resemble each other (the same cut, the same blur), so a person's poor photos can form a group of their own
+# that links to the person's good photos only at 0.4-0.6 on a few pairs, with a mean near the brothers' 0.30
+# (faces_dev: Elton John's 5 tight crops beside his 16 other photos). A group of good faces that stays apart is
+# evidence of someone else and is left alone (brothers stay two groups); a group made only of poor faces, or a poor
+# face left alone, is evidence of nothing but poor photos, so they join the group the evidence points to.
+
+
+def _photo_taken(labels: np.ndarray, graph: Graph) -> set[tuple[int, int]]:
+    """(group, photo) pairs present: a group never takes a second face of a photo it already holds."""
+    if graph.groups is None:
+        return set()
+    pos = np.flatnonzero(labels >= 0)
+    return set(zip(labels[pos].tolist(), graph.groups[pos].tolist()))
+
+
+def _members_of(labels: np.ndarray) -> Callable[[int], np.ndarray]:
+    """``members(g)``: the rows of group ``g``, from one stable sort of the labels (no scan per group)."""
+    order = np.argsort(labels, kind="stable")
+    ordered = labels[order]
+    return lambda g: order[np.searchsorted(ordered, g) : np.searchsorted(ordered, g, side="right")]
+
+
+def _separated(rows: np.ndarray, members: np.ndarray, graph: Graph, taken: set, target: int) -> bool:
+    """Whether a photo or a person's "different people" answer keeps ``rows`` out of group ``target``."""
+    if graph.groups is not None and any((target, int(graph.groups[r])) in taken for r in rows):
+        return True
+    if graph.cannot:
+        inside = set(members.tolist())
+        return any(q in inside for r in rows for q in graph.cannot.get(int(r), ()))
+    return False
+
+
+def _join_poor_groups(labels: np.ndarray, graph: Graph, link: float, margin: float) -> np.ndarray:
+    """A group made only of poor faces joins the one group holding good faces that two of its faces link to at
+    ``link``, when its best link there beats every other link of its faces by ``margin``, and no photo or answer
+    separates them. Groups holding a good face never move, and nothing joins a poor-only group, so no chain forms:
+    one hop, decided on the groups as they stood."""
+    pos = np.flatnonzero(labels >= 0)
+    if pos.size == 0:
+        return labels
+    k = int(labels.max()) + 1
+    good_in = np.bincount(labels[pos], weights=~graph.poor[pos], minlength=k)
+    size = np.bincount(labels[pos], minlength=k)
+    poor_groups = np.flatnonzero((size >= 2) & (good_in == 0))
+    if poor_groups.size == 0:
+        return labels
+    taken = _photo_taken(labels, graph)
+    members = _members_of(labels)
+    joined: dict[int, list[np.ndarray]] = defaultdict(list)  # target -> the poor groups that joined it so far
+    out = labels.copy()
+    for g in poor_groups:
+        rows = members(g)
+        nb, s = graph.indices[rows], graph.sims[rows]
+        lab = np.where(nb >= 0, labels[np.maximum(nb, 0)], -2)
+        outside = (nb >= 0) & (lab != g)
+        strong = outside & (lab >= 0) & (s >= link)
+        reach: dict[int, set[int]] = defaultdict(set)  # group -> faces of g linking to it at the link
+        for r, c in zip(*np.nonzero(strong)):
+            reach[int(lab[r, c])].add(int(r))
+        targets = [h for h, faces in reach.items() if len(faces) >= 2 and good_in[h] > 0]
+        if len(targets) != 1:
+            continue  # no group, or two (a relative's and the person's): the poor group stays a question
+        h = targets[0]
+        best_in = np.where(outside & (lab == h), s, -np.inf).max()
+        best_else = np.where(outside & (lab != h), s, -np.inf).max()
+        if best_in - best_else < margin or _separated(rows, np.concatenate([members(h), *joined[h]]), graph, taken, h):
+            continue
+        out[rows] = h
+        joined[h].append(rows)
+        if graph.groups is not None:
+            taken.update((h, int(graph.groups[r])) for r in rows)
+    return out
+
+
+def _join_lone_poor_faces(labels: np.ndarray, graph: Graph, link: float, margin: float) -> np.ndarray:
+    """A poor face in no group joins the group of its nearest face, if that group holds a good face and its mean
+    face clears ``link`` for the poor face; its nearest link must beat every link outside that group by ``margin``,
+    and no photo or answer may separate them. A poor face's single links are weak even to its own person; the mean
+    of a group is a steadier witness (faces_dev: Madonna's poorest photo, quality 0.18, has one link above 0.3 to
+    her 23 other photos and 0.40 to their mean face), and a relative's face, which reaches a group through its few
+    nearest faces, is not claimed by the group as a whole. This runs after :func:`_join_poor_groups`, so a poor face
+    may join a person through the crops that just joined them, judged against the whole group's mean face, which
+    its good faces carry. Lone faces vouch for no other lone face: every group is scored as it stood before any
+    of them joined."""
+    lone = np.flatnonzero((labels < 0) & graph.poor)
+    pos = np.flatnonzero(labels >= 0)
+    if lone.size == 0 or pos.size == 0:
+        return labels
+    good_in = np.bincount(labels[pos], weights=~graph.poor[pos], minlength=int(labels.max()) + 1)
+    taken = _photo_taken(labels, graph)
+    members = _members_of(labels)
+    rows, targets = [], []
+    for i in lone:
+        ok = graph.indices[i] >= 0
+        if not ok.any():
+            continue
+        nb, s = graph.indices[i][ok], graph.sims[i][ok]
+        j = int(np.argmax(s))
+        g = int(labels[nb[j]])
+        if g < 0 or good_in[g] == 0:
+            continue  # alone, or nearest to a group of poor faces only, which is no one's evidence
+        elsewhere = s[labels[nb] != g]
+        if (elsewhere.size and s[j] - elsewhere.max() < margin) or _separated(np.array([i]), members(g), graph, taken, g):
+            continue
+        rows.append(int(i))
+        targets.append(g)
+    if not rows:
+        return labels
+    rows_a, targets_a = np.asarray(rows), np.asarray(targets)
+    wanted, which = np.unique(targets_a, return_inverse=True)
+    members = pos[np.isin(labels[pos], wanted)]
+    member_of = sparse.csr_matrix((np.ones(members.size, np.float32), (np.searchsorted(wanted, labels[members]), np.arange(members.size))),
+                                  shape=(wanted.size, members.size))
+    means = np.asarray(member_of @ graph.X[members], dtype=np.float64)
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    score = np.einsum("ij,ij->i", graph.X[rows_a].astype(np.float64), means[which.ravel()])
+    keep = np.flatnonzero(score >= link)
+    if graph.groups is not None and keep.size > 1:
+        # two faces of one photo may not both join one group here either: the better one does
+        o = keep[np.lexsort((-score[keep], graph.groups[rows_a[keep]], targets_a[keep]))]
+        dup = np.r_[False, (targets_a[o][1:] == targets_a[o][:-1]) & (graph.groups[rows_a[o]][1:] == graph.groups[rows_a[o]][:-1])]
+        keep = o[~dup]
+    out = labels.copy()
+    for t in keep[np.argsort(-score[keep], kind="stable")]:  # best first; a "different people" answer holds among joiners too
+        r, g = int(rows_a[t]), int(targets_a[t])
+        if not any(out[q] == g for q in graph.cannot.get(r, ())):
+            out[r] = g
+    return out
+
+
 def _finish(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Clusters smaller than ``min_size`` → -1; the rest relabelled 0..K-1 by first appearance."""
     labels = np.asarray(labels, dtype=np.int64).copy()
@@ -468,6 +606,7 @@ class Graph:
     groups: np.ndarray | None
     must_link: np.ndarray  # (m, 2) int row pairs
     cannot: dict = field(default_factory=dict)  # row → rows a person said are someone else
+    poor: np.ndarray | None = None  # bool per row: quality below the model's fine_link_quality (None = not known)
 
     def similarity(self, threshold: float, *, unweighted: bool = False, drop_same_photo: bool = True) -> sparse.csr_matrix:
         """Symmetric graph of the kNN edges >= ``threshold`` plus the must-links (weight 1), same-photo edges
@@ -529,8 +668,10 @@ def _refined_graph_after(labels: np.ndarray, graph: Graph, threshold: float) -> 
 
 
 def _chinese_whispers_after(labels: np.ndarray, graph: Graph, threshold: float) -> np.ndarray:
-    return _compact(_attach_noise(labels, graph.indices, graph.sims, threshold - CW_ATTACH_DROP, ATTACH_MARGIN, graph.groups,
-                                  graph.cannot))
+    labels = _attach_noise(labels, graph.indices, graph.sims, threshold - CW_ATTACH_DROP, ATTACH_MARGIN, graph.groups, graph.cannot)
+    if graph.poor is not None and graph.poor.any():
+        labels = _join_lone_poor_faces(_join_poor_groups(labels, graph, threshold, ATTACH_MARGIN), graph, threshold, ATTACH_MARGIN)
+    return _compact(labels)
 
 
 def average_linkage_method(graph: Graph, *, threshold: float, min_size: int, seed: int) -> np.ndarray:
