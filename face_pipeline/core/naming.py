@@ -26,19 +26,27 @@ Rules, and why
    person. It was written for the siblings case: his 530 faces formed a tight group of their own although 25 of
    them cleared 0.40 against his brother's labels. It vetoes only where the group's mean face stays under the
    direct bar, and a tight group's mean face sits higher than its faces' own scores (0.30 median there; 0.43-0.48
-   for a synthetic group with those numbers): see the known limit under rule 6. A second clustering at the
-   stricter link :data:`FINE_LINK` is asked the same question, for relatives (cosine 0.4-0.5) whom the first one
-   merged.
+   for a synthetic group with those numbers), so such faces are named on their own scores: see rule 6. A second
+   clustering at the stricter link :data:`FINE_LINK` is asked the same question, for relatives (cosine 0.4-0.5)
+   whom the first one merged.
    The vetoed faces become suggestions.
-6. **A group that is one person may name its other faces, one hop.** A face whose group (clustering of
-   everyone) holds human labels of this person and of nobody else — or holds no labels at all — and whose
-   group's mean face clears the direct bar against this person, is named when its own score is outside the
-   impostor range (>= the impostor bar) and this person is its best admissible one. This is what a user naming
-   a cluster does, with three guards the anchors lack: the face alone must be outside the impostor range; the
-   stricter clustering at :data:`FINE_LINK` must tie it to the person as well (its fine group holds only this
-   person's labels, or is a group of its own whose mean clears the direct bar), because a face alone at that
-   link reached the group through 0.4-0.5 edges, where brothers meet (lfw_dev: Mark McClellan was named
-   Scott McClellan without this guard). Being alone at that link is strong evidence only for a face good
+6. **A group that holds one person's labels may name its other faces, one hop.** A face whose group (clustering
+   of everyone) holds human labels of this person and of nobody else, and whose group's mean face clears the
+   direct bar against this person, is named when its own score is outside the impostor range (>= the impostor
+   bar) and this person is its best admissible one. This is what a user naming a cluster does, with three guards
+   the anchors lack: the face alone must be outside the impostor range; the stricter clustering at
+   :data:`FINE_LINK` must tie it to the person as well (its fine group holds this person's labels and nobody
+   else's), because a face alone at that link reached the group through 0.4-0.5 edges, where brothers meet
+   (lfw_dev: Mark McClellan was named Scott McClellan without this guard).
+   **A group that holds no label is asked about, never named** (a ``cluster_is_person`` suggestion), at either
+   link. A group's mean face averages its faces' noise away, so it sits far closer to anyone alike than its
+   single faces do: issue 7's brothers (0.62 within, 0.30 across; synthetic with those numbers) have single faces
+   at ~0.35 against the brother's three labels but a group mean of 0.43-0.48, above the direct bar, and naming
+   label-less groups by their mean gave the brother's name to ~440 of his 530 photos. Mean faces of a person's
+   own other groups (lfw_dev: 0.35-0.55 against the person's labels) and of a relative's overlap, so no bar tells
+   them apart; one answer settles a whole group. The price, on lfw_dev with one label per person: known recall
+   0.9896 -> 0.9796 (1/2 named) and 0.9968 -> 0.9622 (1/10), back to 0.9947 / 0.9976 after 10 clicks of the
+   review queue (bench/quality.py; bench/poor_faces.py --families for the families). Being alone at that link is strong evidence only for a face good
    enough to link there when it is the person: below the model's measured ``fine_link_quality`` a person's
    own faces are often alone at 0.5 too (lfw_dev: 11 % of n=99 at quality 0.4-0.5, 36 % of n=11 at 0.3-0.4,
    all 3 below; 2 % at 0.5-0.6, see :class:`ModelBars`), while the impostor range does not move with quality
@@ -51,14 +59,10 @@ Rules, and why
    claim (synthetic family tests pin both). A relative whose poor face the person's group as a whole does claim
    is what this cannot tell apart — its score must still clear the impostor bar and this person be its best
    (bench/poor_faces.py measures what the tie costs in synthetic families).
-   Names given this way vouch for nobody (no second hop). On lfw_dev it lifts K=1 recall from 0.95 to 0.99, and
-   the only stranger named on any seed is LFW label noise (bench/quality.py). **Known limit, families:** a
-   group's mean face averages its faces' noise away, so it sits far closer to anyone alike than its single faces
-   do. Issue 7's brothers (0.62 within, 0.30 across; synthetic with those numbers) have single faces at ~0.35
-   against the brother's three labels but a group mean of 0.43-0.48, above the direct bar, and this rule names
-   most of the brother's photos (a strict xfail test; bench/poor_faces.py --families). A group's mean against the
-   single-face bar is not a like-for-like comparison; mean faces of a person's own other groups (lfw_dev: 0.35-0.55)
-   and of a relative's overlap, so the fix is a question, not a bar, and it costs lfw_dev's K=1 recall.
+   Names given this way vouch for nobody (no second hop). On lfw_dev it lifts K=1 recall from 0.95 to 0.98, and
+   the only stranger named on any seed is LFW label noise (bench/quality.py). What no rule here stops: a
+   relative's face that clears the direct bar on its own score, in a group rule 5 cannot veto (a relative's group
+   whose mean clears the bar); it is what a person's answers are for.
 7. **People's constraints hold.** Manual labels are never touched; a rejected person is never given or
    suggested again; a person already in a photo (human label) is not given to another of its faces; faces of
    one photo are matched to people jointly (Hungarian, :func:`assign.assign_scores`); a "different people"
@@ -276,8 +280,8 @@ def name_faces(
         m = float(res.margin[local])
         gap[i] = m if np.isfinite(m) else 1.0
 
-    # Rule 6: a face in a group that holds this person's labels and nobody else's (or no labels at all), whose
-    # mean face clears the direct bar, is named when its own score is outside the impostor range, this person is
+    # Rule 6: a face in a group that holds this person's labels and nobody else's, whose mean face clears the
+    # direct bar, is named when its own score is outside the impostor range, this person is
     # its best admissible one, and the stricter clustering ties it to the person too. One hop from human labels:
     # faces named here vouch for nobody.
     if coarse is not None and group_names:
@@ -289,15 +293,9 @@ def name_faces(
             if person[i] >= 0 or vetoed[i] or c < 0:
                 continue
             holders = labelled_in.get(c, ())
-            if len(holders) == 1:
-                p = next(iter(holders))
-            elif not holders and coarse.size.get(c, 0) >= MIN_EVIDENCE_CLUSTER:
-                best = coarse.best(c)
-                if best < 0:
-                    continue
-                p = int(pers[best])  # the person the group as a whole is closest to
-            else:
-                continue
+            if len(holders) != 1:
+                continue  # a group holding no label is asked about (cluster_is_person), never named: see the docstring
+            p = next(iter(holders))
             if p not in col or coarse.score(c, col[p]) < direct:
                 continue
             if g is not None and (p in taken[g[i]] or col[p] in occupied.get(g[i], ())):  # one person per photo
@@ -305,14 +303,14 @@ def name_faces(
             score, lead, is_best = S.standing(local, col[p], len(pers), bad_local.get(local, ()))
             if score < impostor or not is_best:
                 continue
-            if not _linked_at_fine_link(fine, i, p, col[p], direct):
+            if not _linked_at_fine_link(fine, i, p):
                 if poor_ties.may_ask(i):
                     pending.append((i, p, score, lead))
                 continue
             person[i], confidence[i], gap[i] = p, score, lead
             if g is not None:
                 taken[g[i]].add(p)
-        for i, p, score, lead in poor_ties.tied(pending, col, direct):
+        for i, p, score, lead in poor_ties.tied(pending, direct):
             if g is not None and p in taken[g[i]]:
                 continue
             person[i], confidence[i], gap[i] = p, score, lead
@@ -393,7 +391,7 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
             continue
         if any(_someone_else(v, i, p, c, direct) for v in (coarse, fine) if v is not None):
             continue
-        if chosen_raw[local] < direct and not _linked_at_fine_link(fine, i, p, c, direct):
+        if chosen_raw[local] < direct and not _linked_at_fine_link(fine, i, p):
             continue
         if g is not None:
             taken[g[i]].discard(int(person[i]))
@@ -673,20 +671,18 @@ def _someone_else(v: _EvidenceView, i: int, p: int, c_p: int, direct: float) -> 
     return v.size.get(c, 0) >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) < direct
 
 
-def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int, c_p: int, direct: float) -> bool:
+def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int) -> bool:
     """Rule 6's second guard: face ``i`` is tied to person ``p`` at the stricter link too — its fine group holds
-    ``p``'s labels (and nobody else's), or is a group of its own (>= 2 faces, no labels) whose mean face clears the
-    direct bar for ``p``. A face alone at the fine link reached ``p``'s group only through 0.4-0.5 edges, where
-    relatives meet. Without a fine clustering (an incremental run) nothing ties it: the nightly full run decides."""
+    ``p``'s labels and nobody else's. A face alone at the fine link reached ``p``'s group only through 0.4-0.5
+    edges, where relatives meet; a fine group of its own that holds no label may be a relative's, however close its
+    mean face is (rule 6's docstring). Without a fine clustering (an incremental run) nothing ties it: the nightly
+    full run decides."""
     if v is None:
         return False
     c = int(v.clusters[i])
     if c < 0:
         return False
-    holders = v.holders.get(c, set())
-    if holders:
-        return holders == {p}
-    return v.size.get(c, 0) >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) >= direct
+    return v.holders.get(c, set()) == {p}
 
 
 class _PoorFaceTies:
@@ -714,7 +710,7 @@ class _PoorFaceTies:
         """Face ``i`` is poor and alone at the fine link (with a fine clustering to be alone in)."""
         return bool(self.poor[i]) and self.fine is not None and self.fine.clusters[i] < 0
 
-    def tied(self, asking: list[tuple[int, int, float, float]], col: dict[int, int], direct: float):
+    def tied(self, asking: list[tuple[int, int, float, float]], direct: float):
         """The entries of ``asking`` (face, person, ...) whose face is tied to its person, in the given order."""
         if not asking:
             return []
@@ -756,7 +752,7 @@ class _PoorFaceTies:
             if self.human[j] >= 0:
                 tie = int(self.human[j]) == p and bool(self.good[j])
             else:
-                tie = _linked_at_fine_link(self.fine, j, p, col[p], direct)
+                tie = _linked_at_fine_link(self.fine, j, p)
             if tie:
                 out.append(entry)
         return out
