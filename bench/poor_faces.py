@@ -22,9 +22,9 @@ faces' quality), so it is computed per quality model.
 0.5 / 0.6 / 0.7 (good photos across ~0.31 / 0.37 / 0.43; issue 7's brothers: 0.62 within, 0.30 across). It prints
 how many of the relative's good and poor faces get A's name with rule 6 off (faces named on their own score only),
 with rule 6 and the poor-face tie off, and with both on (the product), and how many of A's own poor faces are
-named. This is where the naming rules are weakest: a group's mean face is far closer to a relative's labels than
-its single faces are (a tight group averages its noise away), so rule 6 names a relative's group whose mean clears
-the direct bar. Issue 7 stays open on it.
+named. A group's mean face is far closer to a relative's labels than its single faces are (a tight group averages
+its noise away), which is why rule 6 asks about a group that holds no label instead of naming it; what is left is
+the relative's faces that clear the direct bar on their own score (the "rule 6 off" column).
 
 Usage: ``PYTHONPATH=. .venv/bin/python bench/poor_faces.py [--sizes 50000,200000] [--families]``
 """
