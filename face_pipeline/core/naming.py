@@ -532,10 +532,6 @@ class _Scores:
         at = np.flatnonzero(cols == c)
         return float(vals[at[0]]) if at.size else -np.inf
 
-    def best(self, r: int) -> int:
-        cols, vals = self.row(r)
-        return int(cols[np.argmax(vals)]) if len(cols) else -1
-
     def standing(self, r: int, c: int, n_people: int, banned=()) -> tuple[float, float, bool]:
         """Column ``c`` in row ``r``, ``banned`` columns left out: (its score, its :meth:`lead` over the rest, whether
         it is the row's best). Not stored (below the floor): (-inf, 0.0, False)."""
@@ -631,9 +627,6 @@ class _EvidenceView:
     def score(self, c: int, c_p: int) -> float:
         """Group ``c``'s mean face against person column ``c_p`` (-inf: below the floor)."""
         return self.scores.get(self.row_of[c], c_p) if c in self.row_of else -np.inf
-
-    def best(self, c: int) -> int:
-        return self.scores.best(self.row_of[c]) if c in self.row_of else -1
 
     def members(self, c: int) -> np.ndarray:
         """Rows of group ``c`` (the faces sorted by group once, on first use)."""
