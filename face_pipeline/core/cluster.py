@@ -105,7 +105,7 @@ def cluster_faces(
     must_link: Iterable[tuple[int, int]] | None = None,
     cannot_link: Iterable[tuple[int, int]] | None = None,
     neighbours: NeighbourCache | None = None,
-    quality: Sequence[float | None] | np.ndarray | None = None,
+    quality: np.ndarray | None = None,
     poor_below: float = 0.0,
 ) -> np.ndarray:
     """Cluster face embeddings; returns int64 labels (N,), -1 = noise.
@@ -116,7 +116,7 @@ def cluster_faces(
     ``None`` = unconstrained) guarantees that no cluster holds two faces of the same photo; ``cannot_link``
     (row pairs) that no cluster holds both faces of a pair; ``must_link`` pairs are linked at full weight.
     ``neighbours`` (a :class:`NeighbourCache` of these same faces) shares one kNN graph between clusterings.
-    ``quality`` (per face, None/NaN = unknown, read as good) with ``poor_below`` (the model's
+    ``quality`` (per face, NaN = unknown, read as good) with ``poor_below`` (the model's
     ``ModelBars.fine_link_quality``; 0 = off) lets Chinese Whispers place poor faces by what their group as a whole
     says (:func:`methods._join_poor_groups`, :func:`methods._join_lone_poor_faces`).
     """
@@ -129,8 +129,7 @@ def cluster_faces(
     g = _group_codes(groups, n)
     poor = None
     if quality is not None and poor_below > 0:
-        q = np.asarray(quality, dtype=object if not isinstance(quality, np.ndarray) else None)
-        q = np.array([np.nan if v is None else v for v in q.tolist()], dtype=np.float64) if q.dtype == object else q.astype(np.float64)
+        q = np.asarray(quality, dtype=np.float64)
         if q.shape != (n,):
             raise ValueError(f"{n} faces but quality scores of shape {q.shape}")
         poor = np.nan_to_num(q, nan=1.0) < poor_below

@@ -70,6 +70,11 @@ class Library:
     projected: bool = False  # X is a learned space (a projection head's), not the recogniser's own
 
     @cached_property
+    def quality_scores(self) -> np.ndarray:
+        """``quality`` as float64, NaN where unknown: the one form naming, clustering and the memo key read."""
+        return np.array([np.nan if q is None else q for q in self.quality], dtype=np.float64)
+
+    @cached_property
     def human(self) -> np.ndarray:
         """Faces a person labelled (computed once: callers index it inside per-face loops)."""
         return np.array([s in HUMAN_SOURCES and p is not None for s, p in zip(self.sources, self.person_ids)], dtype=bool)
@@ -210,11 +215,11 @@ def cluster_everyone(settings: Settings, lib: Library, method: str, threshold: f
     asset) reads it back from the home's cache folder (:mod:`clustering.memo`, keyed by everything it depends on)."""
     poor_below = _poor_below(settings, lib)
     params = {"method": method, "threshold": float(threshold), "min_size": int(min_size), "k": settings.unknown_knn, "seed": 0,
-              "code": memo.code_version(), "poor_below": poor_below, "quality": memo.digest_values(lib.quality)}
+              "code": memo.code_version(), "poor_below": poor_below, "quality": memo.digest_values(lib.quality_scores)}
     key = memo.digest(lib.X, lib.face_ids, lib.image_ids, params, must, cannot)
     return memo.remembered(settings.cache_dir, key, lambda: cluster_mod.cluster_faces(
         lib.X, method, threshold=threshold, min_size=min_size, k=settings.unknown_knn, groups=lib.image_ids, seed=0,
-        must_link=must, cannot_link=cannot, neighbours=lib.neighbours, quality=lib.quality, poor_below=poor_below))
+        must_link=must, cannot_link=cannot, neighbours=lib.neighbours, quality=lib.quality_scores, poor_below=poor_below))
 
 
 def supervised_assignment(
@@ -250,7 +255,7 @@ def supervised_assignment(
         pindex = {p: n for n, p in enumerate(persons)}
         rejected = {i: {pindex[p] for p in lib.rejections.get(lib.face_ids[i], ()) if p in pindex} for i in candidates}
         result = naming.name_faces(
-            lib.X, human, groups=lib.image_ids, quality=np.array([np.nan if q is None else q for q in lib.quality], dtype=np.float64),
+            lib.X, human, groups=lib.image_ids, quality=lib.quality_scores,
             clusters=_evidence_clusters(settings, lib, rows, cannot, must), direct=threshold, impostor=impostor,
             fine_clusters=_evidence_clusters(settings, lib, rows, cannot, must, naming.FINE_LINK) if rows is None else None,
             fine_link_quality=bars.fine_link_quality if space == "raw" else 0.0,
@@ -492,7 +497,7 @@ def _group_the_rest(settings: Settings, lib: Library, left: list[int], new: set[
         return {}
     labels = cluster_mod.cluster_faces(lib.X[pool], settings.unknown_method, threshold=settings.unknown_threshold,
                                        min_size=settings.unknown_min_size, groups=[lib.image_ids[i] for i in pool],
-                                       quality=[lib.quality[i] for i in pool], poor_below=_poor_below(settings, lib))
+                                       quality=lib.quality_scores[pool], poor_below=_poor_below(settings, lib))
     with session_scope(settings.sql_url) as s:
         next_number = int(_state(s, "next_cluster_number", "1"))
     out: dict[str, str] = {}

@@ -50,11 +50,10 @@ def digest(X: np.ndarray, face_ids: Sequence[str], image_ids: Sequence[str], par
     return h.hexdigest()
 
 
-def digest_values(values: Sequence[float | None]) -> str:
-    """Short hex digest of a per-face list of numbers (None kept apart from every number): a clustering input
-    such as the faces' quality, folded into ``params`` by callers that use it."""
-    arr = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    return hashlib.blake2b(memoryview(np.ascontiguousarray(arr)).cast("B"), digest_size=12).hexdigest()
+def digest_values(values: np.ndarray) -> str:
+    """Short hex digest of a per-face array of numbers (NaN = unknown): a clustering input such as the faces'
+    quality, folded into ``params`` by callers that use it."""
+    return hashlib.blake2b(memoryview(np.ascontiguousarray(values, dtype=np.float64)).cast("B"), digest_size=12).hexdigest()
 
 
 def remembered(folder: Path, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:

@@ -506,10 +506,10 @@ def _join_lone_poor_faces(labels: np.ndarray, graph: Graph, link: float, margin:
         return labels
     rows_a, targets_a = np.asarray(rows), np.asarray(targets)
     wanted, which = np.unique(targets_a, return_inverse=True)
-    members = pos[np.isin(labels[pos], wanted)]
-    member_of = sparse.csr_matrix((np.ones(members.size, np.float32), (np.searchsorted(wanted, labels[members]), np.arange(members.size))),
-                                  shape=(wanted.size, members.size))
-    means = np.asarray(member_of @ graph.X[members], dtype=np.float64)
+    in_wanted = pos[np.isin(labels[pos], wanted)]
+    member_of = sparse.csr_matrix((np.ones(in_wanted.size, np.float32), (np.searchsorted(wanted, labels[in_wanted]), np.arange(in_wanted.size))),
+                                  shape=(wanted.size, in_wanted.size))
+    means = np.asarray(member_of @ graph.X[in_wanted], dtype=np.float64)
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     score = np.einsum("ij,ij->i", graph.X[rows_a].astype(np.float64), means[which.ravel()])
     keep = np.flatnonzero(score >= link)
