@@ -80,7 +80,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -621,8 +621,7 @@ class _EvidenceView:
     size: dict[int, int]
     row_of: dict[int, int]
     scores: _Scores
-    _order: np.ndarray | None = field(default=None, repr=False)
-    _sorted: np.ndarray | None = field(default=None, repr=False)
+    _members: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
 
     def score(self, c: int, c_p: int) -> float:
         """Group ``c``'s mean face against person column ``c_p`` (-inf: below the floor)."""
@@ -630,11 +629,11 @@ class _EvidenceView:
 
     def members(self, c: int) -> np.ndarray:
         """Rows of group ``c`` (the faces sorted by group once, on first use)."""
-        if self._order is None:
-            self._order = np.argsort(self.clusters, kind="stable")
-            self._sorted = self.clusters[self._order]
-        lo, hi = np.searchsorted(self._sorted, c), np.searchsorted(self._sorted, c, side="right")
-        return self._order[lo:hi]
+        if self._members is None:
+            from face_pipeline.core.clustering.methods import _members_of  # scipy: only organise pays for it
+
+            self._members = _members_of(self.clusters)
+        return self._members(c)
 
 
 def _view(X, clusters, human, evidence, protos, strategy, floor, cand) -> _EvidenceView | None:
