@@ -31,8 +31,9 @@ Rules, and why
    whom the first one merged.
    The vetoed faces become suggestions.
 6. **A group that holds one person's labels may name its other faces, one hop.** A face whose group (clustering
-   of everyone) holds human labels of this person and of nobody else, and whose group's mean face clears the
-   direct bar against this person, is named when its own score is outside the impostor range (>= the impostor
+   of everyone) holds human labels of this person and of nobody else (or holds no label while the face's stricter
+   group at :data:`FINE_LINK` holds this person's and nobody else's: the coarse clustering cut the person in two,
+   :func:`_group_holder`), and whose group's mean face clears the direct bar against this person, is named when its own score is outside the impostor range (>= the impostor
    bar) and this person is its best admissible one. This is what a user naming a cluster does, with three guards
    the anchors lack: the face alone must be outside the impostor range; the stricter clustering at
    :data:`FINE_LINK` must tie it to the person as well (its fine group holds this person's labels and nobody
@@ -45,7 +46,7 @@ Rules, and why
    label-less groups by their mean gave the brother's name to ~440 of his 530 photos. Mean faces of a person's
    own other groups (lfw_dev: 0.35-0.55 against the person's labels) and of a relative's overlap, so no bar tells
    them apart; one answer settles a whole group. The price, on lfw_dev with one label per person: known recall
-   0.9896 -> 0.9796 (1/2 named) and 0.9968 -> 0.9622 (1/10), back to 0.9947 / 0.9976 after 10 clicks of the
+   0.9896 -> 0.9809 (1/2 named) and 0.9968 -> 0.9750 (1/10), back to 0.9947 / 0.9976 after 10 clicks of the
    review queue (bench/quality.py; bench/poor_faces.py --families for the families). Being alone at that link is strong evidence only for a face good
    enough to link there when it is the person: below the model's measured ``fine_link_quality`` a person's
    own faces are often alone at 0.5 too (lfw_dev: 11 % of n=99 at quality 0.4-0.5, 36 % of n=11 at 0.3-0.4,
@@ -292,10 +293,9 @@ def name_faces(
             c = int(clusters[i])
             if person[i] >= 0 or vetoed[i] or c < 0:
                 continue
-            holders = labelled_in.get(c, ())
-            if len(holders) != 1:
+            p = _group_holder(coarse, fine, i)
+            if p is None:
                 continue  # a group holding no label is asked about (cluster_is_person), never named: see the docstring
-            p = next(iter(holders))
             if p not in col or coarse.score(c, col[p]) < direct:
                 continue
             if g is not None and (p in taken[g[i]] or col[p] in occupied.get(g[i], ())):  # one person per photo
@@ -661,6 +661,19 @@ def _someone_else(v: _EvidenceView, i: int, p: int, c_p: int, direct: float) -> 
     if holders:
         return p not in holders
     return v.size.get(c, 0) >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) < direct
+
+
+def _group_holder(coarse: _EvidenceView, fine: _EvidenceView | None, i: int) -> int | None:
+    """The one person whose human labels tie face ``i``'s group, for rule 6, or None. Its coarse group holds that
+    person's labels and nobody else's; or it holds no label while the face's fine group holds that person's labels
+    and nobody else's. The second is the same evidence, only tighter: the two clusterings are run apart, and Chinese
+    Whispers at the coarse link can cut a person's faces in two where the stricter link keeps them with the label
+    (lfw_dev: 6 of Andy Roddick's 14 photos, at K=1). A coarse group that holds no label and no fine tie to one
+    stays a question."""
+    holders = coarse.holders.get(int(coarse.clusters[i]), set())
+    if not holders and fine is not None and fine.clusters[i] >= 0:
+        holders = fine.holders.get(int(fine.clusters[i]), set())
+    return next(iter(holders)) if len(holders) == 1 else None
 
 
 def _linked_at_fine_link(v: _EvidenceView | None, i: int, p: int) -> bool:
