@@ -20,16 +20,24 @@ Rules, and why
    (tiny, blurred, strongly turned) is not used as a prototype: such faces sit close to everyone's low-quality
    faces and would name strangers through them. It keeps its own label.
 5. **The library's structure can veto.** Everyone is clustered (:func:`cluster.cluster_faces`, labels not
-   used). A face that clears the direct bar is still not named when its own cluster is clearly someone else:
-   the cluster holds human labels of other people but none of this person, or the cluster (at least
-   ``MIN_EVIDENCE_CLUSTER`` faces) as a whole — its mean face — does not reach the direct bar against this
-   person. It was written for the siblings case: his 530 faces formed a tight group of their own although 25 of
-   them cleared 0.40 against his brother's labels. It vetoes only where the group's mean face stays under the
-   direct bar, and a tight group's mean face sits higher than its faces' own scores (0.30 median there; 0.43-0.48
-   for a synthetic group with those numbers), so such faces are named on their own scores: see rule 6. A second
-   clustering at the stricter link :data:`FINE_LINK` is asked the same question, for relatives (cosine 0.4-0.5)
-   whom the first one merged.
-   The vetoed faces become suggestions.
+   used). A face that clears the direct bar is still not named when its own group is clearly someone else:
+   * the group holds human labels of other people but none of this person;
+   * the group (at least ``MIN_EVIDENCE_CLUSTER`` faces) holds no label and, as a whole, is not this person: its
+     mean face stays under the direct bar, or fewer than half of its faces (:data:`MAJORITY`) clear the direct
+     bar on their own. The second is the like-for-like question: a tight group's mean face averages its noise
+     away and sits closer to anyone alike than its faces do (issue 7's brothers: faces at 0.30 median, group mean
+     0.43-0.48), while a group that is this person has most of its faces at the bar, as the person's faces have;
+   * the group holds no label and has a face in a photo beside a group that holds this person's labels: two
+     faces of one photo are two people (in a family library, the relatives in the family photos).
+   It was written for the siblings case: his 530 faces formed a tight group of their own although 25 of them
+   cleared 0.40 against his brother's labels. A second clustering at the stricter link :data:`FINE_LINK` is asked
+   the same questions, for relatives (cosine 0.4-0.5) whom the first one merged; a face whose stricter group holds
+   this person's labels is tied to them, and no label-less group's figures veto it. The vetoed faces become
+   suggestions. Measured (bench/households.py, synthetic families and people growing up; bench/quality.py): the
+   majority test takes the ageing set's strangers named from ~15 to ~1 per library and costs lfw_dev 1-4 photos of
+   named people at K=1 (a person's own second group where few faces clear the bar alone, e.g. Tim Henman's); the
+   photo test, with rule 7's nearest-known-face test, takes the families' relatives named from ~610 to ~55 and
+   costs lfw_dev nothing.
 6. **A group that holds one person's labels may name its other faces, one hop.** A face whose group (clustering
    of everyone) holds human labels of this person and of nobody else (or holds no label while the face's stricter
    group at :data:`FINE_LINK` holds this person's and nobody else's: the coarse clustering cut the person in two,
@@ -68,6 +76,15 @@ Rules, and why
    suggested again; a person already in a photo (human label) is not given to another of its faces; faces of
    one photo are matched to people jointly (Hungarian, :func:`assign.assign_scores`); a "different people"
    answer between two faces is a cannot-link no name crosses.
+   **Faces known not to be a person hold their look-alikes back.** The other faces in the photos of a person's
+   human labels are certainly someone else (one person per photo), and so are the faces a person said are not
+   them (a rejection, a "different people" answer with one of their labels). A face more like one of these than
+   like any of the person's own labels is not named that person automatically: it is asked about. In a family
+   library these are the relatives who stand beside the person in family photos, and a relative's other photos
+   are nearer the relative than the person (synthetic families, bench/households.py); every "no" a user gives
+   holds back the faces most like the one they rejected. Nothing automation named is used here.
+   The same holds for groups: a group with a face in a photo beside a group that holds the person's labels is
+   someone else (rule 5).
 8. **A trained head only decides among named people.** When a projection head is promoted (its gate passed)
    and the run asks for it, it may re-rank a raw name among the people the face clears the impostor bar for in
    raw space, or name a face that clears that bar for exactly one named person when the head's score reaches
@@ -132,6 +149,9 @@ FINE_LINK = 0.5
 #: Share of a person's faces that must link to another of theirs at FINE_LINK for being alone there to count as
 #: strong evidence of someone else (``ModelBars.fine_link_quality``).
 GENUINE_FINE_RATE = 0.95
+#: Rule 5: a group without labels is a person's, as a whole, only when at least this share of its faces clear the
+#: direct bar for them on their own (a majority: most of the group is that person, by the single-face measure).
+MAJORITY = 0.5
 #: A "same person?" suggestion between two groups needs their mean faces at least at the direct bar.
 SAME_PERSON_NEIGHBOURS = 5
 
@@ -158,7 +178,8 @@ class RawSuggestion:
 @dataclass
 class Naming:
     """Result per face row: ``person`` (-1 = none; human labels kept), ``confidence`` and ``margin`` of the
-    name (NaN where not named), ``vetoed`` (cleared the direct bar but its cluster said no) and suggestions."""
+    name (NaN where not named), ``vetoed`` (a name the evidence withheld: it cleared the direct bar but its cluster
+    said no, rule 5, or a face known not to be the person is nearer, rule 7) and suggestions."""
 
     person: np.ndarray
     confidence: np.ndarray
@@ -261,9 +282,11 @@ def name_faces(
                    occupied=dict(occupied) if g is not None else None)
 
     # Rule 5: the face's own cluster (and the finer one, when given) may say it is someone else.
-    coarse = _view(X, clusters, human, evidence, protos, strategy, floor, cand)
-    fine = _view(X, fine_clusters, human, evidence, protos, strategy, floor, cand)
-    evidence_views = [v for v in (coarse, fine) if v is not None]
+    coarse = _view(X, clusters, human, evidence, protos, strategy, floor, cand, S, direct)
+    fine = _view(X, fine_clusters, human, evidence, protos, strategy, floor, cand, S, direct)
+    for v in (coarse, fine):
+        if v is not None and g is not None:
+            v.beside = _seen_beside(v, g)
     labelled_in = coarse.holders if coarse is not None else {}
     if coarse is not None:
         clusters = coarse.clusters
@@ -273,7 +296,7 @@ def name_faces(
         if c_p < 0:
             continue
         p = int(pers[c_p])
-        if any(_someone_else(ev, i, p, c_p, direct) for ev in evidence_views):
+        if _someone_else(coarse, fine, i, p, c_p, direct):
             vetoed[i] = True
             continue
         person[i] = p
@@ -322,6 +345,11 @@ def name_faces(
         _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local, occupied, g, pers, col, evidence,
                       impostor, coarse, fine, direct, head)
 
+    # Rule 7: a face more like someone known not to be the person than like the person's own labels keeps no name.
+    held = _nearer_someone_known_else(X, human, person, g, rejected, partners)
+    person[held], confidence[held], gap[held] = -1, np.nan, np.nan
+    vetoed[held] = True
+
     # Rule 7 among automatic names: two faces a person called different are never both given one name.
     for a, others in partners.items():
         for b in others:
@@ -334,6 +362,62 @@ def name_faces(
         out.suggestions = _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strategy, clusters,
                                        labelled_in, vetoed, direct, impostor, col, partners)
     return out
+
+
+def _nearer_someone_known_else(X: np.ndarray, human: np.ndarray, person: np.ndarray, g: np.ndarray | None,
+                               rejected: dict[int, set[int]] | None, partners: dict[int, set[int]]) -> np.ndarray:
+    """Rows named automatically whose nearest known face is someone known not to be their person (rule 7).
+
+    Known not to be person p: the other faces of the photos of p's human labels, the faces rejected for p, and the
+    faces a person called different from one of p's labels (any quality: a tiny face beside p's label is still not
+    p, and this only withholds names). Known to be p: p's human labels."""
+    auto = np.flatnonzero((person >= 0) & (human < 0))
+    if auto.size == 0:
+        return auto
+    named = set(person[auto].tolist())
+    not_p: dict[int, set[int]] = defaultdict(set)
+    labelled = np.flatnonzero(human >= 0)
+    labelled = labelled[np.isin(human[labelled], list(named))]
+    if g is not None and labelled.size:
+        from face_pipeline.core.clustering.neighbours import _group_codes
+
+        photo = _group_codes(g.tolist(), len(g))
+        beside = np.flatnonzero(np.isin(photo, photo[labelled]))
+        by_photo: dict[int, list[int]] = defaultdict(list)
+        for j in beside.tolist():
+            by_photo[int(photo[j])].append(j)
+        for i in labelled.tolist():
+            not_p[int(human[i])].update(j for j in by_photo[int(photo[i])] if human[j] != human[i])
+    for i, people in (rejected or {}).items():
+        for p in people:
+            if p in named:
+                not_p[int(p)].add(int(i))
+    for a, others in partners.items():
+        if human[a] >= 0 and int(human[a]) in named:
+            not_p[int(human[a])].update(b for b in others if human[b] != human[a])
+    own: dict[int, list[int]] = defaultdict(list)
+    for i in labelled.tolist():
+        own[int(human[i])].append(i)
+    held = []
+    for p in sorted(not_p):
+        rows = auto[person[auto] == p]
+        if rows.size and not_p[p]:
+            held += rows[_nearest(X, rows, sorted(not_p[p])) > _nearest(X, rows, own[p])].tolist()
+    return np.asarray(held, dtype=np.int64)
+
+
+def _nearest(X: np.ndarray, rows: np.ndarray, others: Sequence[int], block: int = 1 << 22) -> np.ndarray:
+    """For each of ``rows``, its highest cosine to any of ``others``, in blocks (a person confirmed as a whole group
+    may have tens of thousands of labels)."""
+    others = np.asarray(others, dtype=np.int64)
+    best = np.full(len(rows), -np.inf, dtype=np.float32)
+    step_o = max(1, min(len(others), 8192))
+    step_r = max(1, block // step_o)
+    for lo in range(0, len(rows), step_r):
+        r = rows[lo : lo + step_r]
+        for olo in range(0, len(others), step_o):
+            best[lo : lo + len(r)] = np.maximum(best[lo : lo + len(r)], (X[r] @ X[others[olo : olo + step_o]].T).max(axis=1))
+    return best
 
 
 def _people_by_photo(person: np.ndarray, g: np.ndarray | None, rows: np.ndarray) -> dict[Hashable, set[int]]:
@@ -389,7 +473,7 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
         p = int(pers[c])
         if g is not None and p in taken[g[i]]:
             continue
-        if any(_someone_else(v, i, p, c, direct) for v in (coarse, fine) if v is not None):
+        if _someone_else(coarse, fine, i, p, c, direct):
             continue
         if chosen_raw[local] < direct and not _linked_at_fine_link(fine, i, p):
             continue
@@ -621,11 +705,24 @@ class _EvidenceView:
     size: dict[int, int]
     row_of: dict[int, int]
     scores: _Scores
+    clearing: object = None  # sparse (group row, person column) → unlabelled faces of the group at the direct bar
+    beside: dict[int, set[int]] = field(default_factory=dict)  # person → groups seen in a photo beside their labels' groups
+    asking: np.ndarray | None = None  # unlabelled faces per group row
     _members: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
 
     def score(self, c: int, c_p: int) -> float:
         """Group ``c``'s mean face against person column ``c_p`` (-inf: below the floor)."""
         return self.scores.get(self.row_of[c], c_p) if c in self.row_of else -np.inf
+
+    def share_clearing(self, c: int, c_p: int) -> float:
+        """Share of group ``c``'s unlabelled faces whose own score against person column ``c_p`` clears the direct
+        bar (1.0 where not computed)."""
+        if self.clearing is None or c not in self.row_of:
+            return 1.0
+        r = self.row_of[c]
+        a, b = self.clearing.indptr[r], self.clearing.indptr[r + 1]
+        at = np.flatnonzero(self.clearing.indices[a:b] == c_p)
+        return (float(self.clearing.data[a + at[0]]) if at.size else 0.0) / max(1, int(self.asking[r]))
 
     def members(self, c: int) -> np.ndarray:
         """Rows of group ``c`` (the faces sorted by group once, on first use)."""
@@ -636,7 +733,7 @@ class _EvidenceView:
         return self._members(c)
 
 
-def _view(X, clusters, human, evidence, protos, strategy, floor, cand) -> _EvidenceView | None:
+def _view(X, clusters, human, evidence, protos, strategy, floor, cand, S: _Scores, direct: float) -> _EvidenceView | None:
     """The evidence view of one clustering. Sizes and mean faces are only needed for the groups candidate faces
     sit in: an incremental run (a batch of 1,000 in a library of a million) computes those few, not all."""
     if clusters is None:
@@ -649,18 +746,88 @@ def _view(X, clusters, human, evidence, protos, strategy, floor, cand) -> _Evide
     asked = np.unique(clusters[cand])
     ids, mean, size = _mean_faces(X, np.where(np.isin(clusters, asked[asked >= 0]), clusters, -1))
     scores = _Scores(assign_mod.candidate_scores(protos, mean, strategy, floor=floor), floor)
-    return _EvidenceView(clusters, holders, dict(zip(ids.tolist(), size.tolist())), {int(c): r for r, c in enumerate(ids.tolist())}, scores)
+    row_of = {int(c): r for r, c in enumerate(ids.tolist())}
+    # Per group: how many of its unlabelled faces clear the direct bar for each person on their own. The candidates'
+    # scores are at hand; an incremental run also scores the group's other unlabelled faces, so that a batch of one
+    # face is not a group of its own.
+    from scipy import sparse
+
+    def per_group(rows: np.ndarray, scores) -> tuple[object, np.ndarray]:
+        at = np.searchsorted(ids, clusters[rows])
+        inside = np.flatnonzero((at < len(ids)) & (ids[np.minimum(at, len(ids) - 1)] == clusters[rows])) if len(ids) else at[:0]
+        M = sparse.csr_matrix((np.ones(inside.size), (at[inside], inside)), shape=(len(ids), len(rows)))
+        clears = scores.tocsr().copy()
+        clears.data = (clears.data >= direct).astype(np.float64)
+        clears.eliminate_zeros()
+        return M @ clears, np.bincount(at[inside], minlength=len(ids))
+
+    clearing, asking = per_group(cand, S.m)
+    others = np.setdiff1d(np.flatnonzero(np.isin(clusters, ids) & (human < 0)), cand)
+    if others.size:
+        more, n_more = per_group(others, assign_mod.candidate_scores(protos, X[others], strategy, floor=direct))
+        clearing, asking = clearing + more, asking + n_more
+    return _EvidenceView(clusters, holders, dict(zip(ids.tolist(), size.tolist())), row_of, scores,
+                         clearing=sparse.csr_matrix(clearing), asking=asking)
 
 
-def _someone_else(v: _EvidenceView, i: int, p: int, c_p: int, direct: float) -> bool:
-    """Rule 5 for face ``i`` and person ``p`` (prototype column ``c_p``) in one clustering."""
-    c = int(v.clusters[i])
-    if c < 0:
-        return False
-    holders = v.holders.get(c, set())
-    if holders:
-        return p not in holders
-    return v.size.get(c, 0) >= MIN_EVIDENCE_CLUSTER and v.score(c, c_p) < direct
+def _someone_else(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: int, p: int, c_p: int, direct: float) -> bool:
+    """Rule 5 for face ``i`` and person ``p`` (prototype column ``c_p``), in both clusterings.
+
+    A group that holds human labels of others but not of ``p`` vetoes. A group that holds no label vetoes when, as
+    a whole, it is not ``p``: its mean face stays under the direct bar, or fewer than half of its faces clear the
+    direct bar on their own (its unlabelled faces, each against ``p``'s labels). The second asks the group the same question as its single faces, like for like: a
+    group's mean face averages its noise away and sits closer to anyone alike (a relative's tight group clears the
+    bar by its mean while most of its faces do not), whereas a group that is ``p`` has most of its faces at the bar,
+    as ``p``'s faces do. A face whose stricter (fine) group holds ``p``'s labels is tied to them and no label-less
+    group's figures veto it."""
+    views = [v for v in (coarse, fine) if v is not None]
+    tied = fine is not None and fine.clusters[i] >= 0 and p in fine.holders.get(int(fine.clusters[i]), ())
+    for v in views:
+        c = int(v.clusters[i])
+        if c < 0:
+            continue
+        holders = v.holders.get(c, set())
+        if holders:
+            if p not in holders:
+                return True
+            continue
+        if tied or v.size.get(c, 0) < MIN_EVIDENCE_CLUSTER:
+            continue
+        if v.score(c, c_p) < direct or v.share_clearing(c, c_p) < MAJORITY or c in v.beside.get(p, ()):
+            return True
+    return False
+
+
+def _seen_beside(v: _EvidenceView, photos: np.ndarray) -> dict[int, set[int]]:
+    """Person → the groups with a face in the same photo as a face of a group holding that person's labels.
+
+    Two faces of one photo are two people, and a group is mostly one person, so a group seen beside a person's
+    labelled group is someone else: in a family library, the relatives who stand next to the person in family
+    photos. Only groups that hold human labels are asked (in an incremental run the groups are people, named ones
+    included, so there a named group may veto; that only withholds names)."""
+    from scipy import sparse
+
+    from face_pipeline.core.clustering.neighbours import _group_codes
+
+    if not v.holders:
+        return {}
+    photo = _group_codes(photos.tolist(), len(photos))
+    grouped = np.flatnonzero(v.clusters >= 0)
+    _, pcode = np.unique(photo[grouped], return_inverse=True)
+    gids, gcode = np.unique(v.clusters[grouped], return_inverse=True)
+    # group × photo incidence, then group × group co-occurrence; a photo never holds two faces of one group
+    # (clustering keeps a photo's faces apart), so the diagonal counts nothing but is dropped anyway.
+    A = sparse.csr_matrix((np.ones(grouped.size), (gcode.ravel(), pcode.ravel())), shape=(gids.size, int(pcode.max()) + 1))
+    labelled = [c for c in v.holders if c >= 0]
+    rows = np.searchsorted(gids, labelled)
+    B = (A[rows] @ A.T).tocsr()
+    out: dict[int, set[int]] = defaultdict(set)
+    for k, c in enumerate(labelled):
+        near = gids[B.indices[B.indptr[k] : B.indptr[k + 1]]]
+        near = {int(x) for x in near if x != c}
+        for p in v.holders[c]:
+            out[p] |= near
+    return out
 
 
 def _group_holder(coarse: _EvidenceView, fine: _EvidenceView | None, i: int) -> int | None:

@@ -253,7 +253,10 @@ def supervised_assignment(
     if persons and candidates:
         cannot, must = _queue_pairs(settings, lib, "cannot_link_pairs"), _queue_pairs(settings, lib, "must_link_pairs")
         pindex = {p: n for n, p in enumerate(persons)}
-        rejected = {i: {pindex[p] for p in lib.rejections.get(lib.face_ids[i], ()) if p in pindex} for i in candidates}
+        # Every face's rejections, not only the batch's: a face rejected for a person holds back its look-alikes
+        # (naming rule 7), whichever run they arrive in.
+        row_of = {f: i for i, f in enumerate(lib.face_ids)} if lib.rejections else {}
+        rejected = {row_of[f]: {pindex[p] for p in ps if p in pindex} for f, ps in lib.rejections.items() if f in row_of}
         result = naming.name_faces(
             lib.X, human, groups=lib.image_ids, quality=lib.quality_scores,
             clusters=_evidence_clusters(settings, lib, rows, cannot, must), direct=threshold, impostor=impostor,

@@ -561,3 +561,104 @@ def test_a_head_never_breaks_a_tie_nor_names_below_the_bar_without_the_library_a
     kw.update(quality=np.array([0.9] * 6 + [0.45] * 3), fine_link_quality=BARS.fine_link_quality)
     res = naming.name_faces(X, human, clusters=alone, fine_clusters=alone.copy(), head=_AdversarialHead(), **kw)
     assert res.person.tolist()[6:] == [0, -1, -1]
+
+
+def _lookalike_strangers_named(d: LabelledFaces, split: P.Split, res: naming.Naming, pairs) -> np.ndarray:
+    auto = (res.person >= 0) & (split.human < 0) & d.labelled
+    return np.flatnonzero(auto & np.isin(d.identity, [small for _, small in pairs]))
+
+
+def _assert_nearer_own_labels_than_known_others(d: LabelledFaces, split: P.Split, res: naming.Naming, not_p: dict[int, list[int]]) -> None:
+    """Rule 7: every face named automatically is at least as like one of its person's labels as like any face known
+    not to be that person."""
+    for p, others in not_p.items():
+        labels = np.flatnonzero(split.human == p)
+        for i in np.flatnonzero((res.person == p) & (split.human < 0)):
+            assert (d.X[labels] @ d.X[i]).max() >= (d.X[others] @ d.X[i]).max(), (i, p)
+
+
+def test_a_relative_seen_beside_the_persons_label_or_rejected_once_is_asked_about_not_named():
+    """A family library (synthetic: lfw_dev has no families). Mum is named with 3 labels; her daughter's 8 photos
+    are all at 0.44 against Mum's labels (above the direct bar: the centroid rule names every one) and at 0.66 to
+    each other. Her faces form a group of their own in which every face clears the bar, so no group figure tells
+    her apart (the known limit of rule 5). What does: in one of Mum's labelled photos the daughter stands beside
+    her, so that face is certainly someone else, and the daughter's other photos are more like it than like any
+    of Mum's labels; they are asked about, not named, by the photo alone (rule 7), and by their group beside Mum's
+    (rule 5). A single "not Mum" on one of her photos does the same. Mum's own photos keep her name throughout."""
+    from face_pipeline_tests.core.test_organize import Space
+
+    sp = Space(seed=5)
+    X = np.stack([sp.face(mum=0.8) for _ in range(8)] + [sp.face(mum=0.55, daughter=0.6) for _ in range(8)])
+    human = np.array([0] * 3 + [-1] * 13)
+    mum_own, daughter = np.arange(3, 8), np.arange(8, 16)
+    assert ((X[daughter] @ X[:3].T).max(axis=1) >= SETTINGS.person_match_threshold).all()
+    apart = list(range(len(X)))
+    together = apart.copy()
+    together[8] = together[0]  # one family photo: Mum's first label and her daughter
+    groups = np.array([0] * 8 + [1] * 8)
+    kw = dict(quality=None, direct=SETTINGS.person_match_threshold, impostor=BARS.impostor)
+
+    def named(photos, clusters=None, **more):
+        res = naming.name_faces(X, human, groups=photos, clusters=clusters, fine_clusters=clusters, **kw, **more)
+        assert (res.person[mum_own] == 0).all()
+        return res
+
+    for clusters in (None, groups):
+        assert (named(apart, clusters).person[daughter] == 0).all()  # the threat: a threshold names her
+        res = named(together, clusters)
+        assert (res.person[daughter] < 0).all()
+        asked = {i for s in res.suggestions if s.person == 0 and s.kind in ("face_is_person", "cluster_is_person") for i in s.rows}
+        assert set(daughter[1:].tolist()) <= asked
+        assert (named(apart, clusters, rejected={8: {0}}).person[daughter] < 0).all()
+    # The group rule alone: a photo of the daughter more like Mum's labels than like her face in the family photo
+    # passes the photo rule, but her group is seen beside Mum's labelled group, so it is not named either.
+    Y = np.vstack([X, sp.face(mum=0.78, daughter=0.2)[None]])
+    like_mum = len(Y) - 1
+    assert (Y[:3] @ Y[like_mum]).max() > Y[8] @ Y[like_mum]
+    photos, clusters = together + [like_mum], np.append(groups, 1)
+    h = np.append(human, -1)
+    alone = naming.name_faces(Y, h, groups=photos, clusters=None, **kw)
+    beside = naming.name_faces(Y, h, groups=photos, clusters=clusters, fine_clusters=clusters, **kw)
+    assert alone.person[like_mum] == 0 and beside.person[like_mum] < 0
+
+
+def test_a_look_alike_rejected_once_holds_back_only_faces_more_like_her_than_the_persons_labels(lookalikes):
+    """Real faces (lfw_dev's look-alike slice, the known limit above): after one "not this person" on a look-alike's
+    photo, every face still given that name is at least as like one of the person's labels as like the rejected
+    photo, and the rejected photo itself is not named."""
+    d, pairs = lookalikes
+    split = _label(d, [big for big, _ in pairs], 3)
+    res, _ = _run(d, split)
+    wrong = _lookalike_strangers_named(d, split, res, pairs)
+    assert wrong.size  # what the xfail test above records
+    first, p = int(wrong[0]), int(res.person[wrong[0]])
+    again, _ = _run(d, split, rejected={first: {p}})
+    assert again.person[first] != p
+    _assert_nearer_own_labels_than_known_others(d, split, again, {p: [first]})
+
+
+@pytest.mark.parametrize("clearing", [2, 4])
+def test_a_group_without_labels_vetoes_unless_most_of_its_faces_clear_the_bar_on_their_own(monkeypatch, clearing):
+    """Rule 5's like-for-like question. A look-alike's group of 6 faces, ``clearing`` of them above the direct bar
+    against A's labels and the rest at 0.32; the group's mean face clears the bar either way (averaging). With 2 of 6
+    the group as a whole is not A by the single-face measure, so the two are asked about, not named; with 4 of 6 it
+    is, and they are named on their own scores. Without the question (MAJORITY 0) the two would be named."""
+    from face_pipeline_tests.core.test_organize import Space
+
+    sp = Space(seed=3)
+    other = [sp.face(a=0.56, b=0.6) for _ in range(clearing)] + [sp.face(a=0.4, b=0.75) for _ in range(6 - clearing)]
+    X = np.stack([sp.face(a=0.8) for _ in range(3)] + other)
+    human = np.array([0] * 3 + [-1] * 6)
+    clusters = np.array([0] * 3 + [1] * 6)
+    rows = np.arange(3, 3 + clearing)
+    kw = dict(groups=list(range(len(X))), quality=None, clusters=clusters, fine_clusters=clusters,
+              direct=SETTINGS.person_match_threshold, impostor=BARS.impostor)
+    mean = X[3:].sum(axis=0) / np.linalg.norm(X[3:].sum(axis=0))
+    assert (X[:3] @ mean).max() >= kw["direct"] and ((X[:3] @ X[rows].T).max(axis=0) >= kw["direct"]).all()
+    res = naming.name_faces(X, human, **kw)
+    assert (res.person[rows] == (0 if clearing > 3 else -1)).all()
+    # An incremental run (one new face, no stricter clustering) asks the whole group, not the batch.
+    alone = naming.name_faces(X, human, **{**kw, "fine_clusters": None}, candidates=[int(rows[0])])
+    assert alone.person[rows[0]] == res.person[rows[0]]
+    monkeypatch.setattr(naming, "MAJORITY", 0.0)
+    assert (naming.name_faces(X, human, **kw).person[rows] == 0).all()
