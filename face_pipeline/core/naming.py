@@ -399,8 +399,10 @@ def _nearer_someone_known_else(X: np.ndarray, human: np.ndarray, person: np.ndar
     for i in labelled.tolist():
         own[int(human[i])].append(i)
     held = []
+    order = auto[np.argsort(person[auto], kind="stable")]  # the named faces, person by person
+    who = person[order]
     for p in sorted(not_p):
-        rows = auto[person[auto] == p]
+        rows = order[np.searchsorted(who, p, side="left") : np.searchsorted(who, p, side="right")]
         if rows.size and not_p[p]:
             held += rows[_nearest(X, rows, sorted(not_p[p])) > _nearest(X, rows, own[p])].tolist()
     return np.asarray(held, dtype=np.int64)
