@@ -54,7 +54,7 @@ Rules, and why
    label-less groups by their mean gave the brother's name to ~440 of his 530 photos. Mean faces of a person's
    own other groups (lfw_dev: 0.35-0.55 against the person's labels) and of a relative's overlap, so no bar tells
    them apart; one answer settles a whole group. The price, on lfw_dev with one label per person: known recall
-   0.9896 -> 0.9809 (1/2 named) and 0.9968 -> 0.9750 (1/10), back to 0.9947 / 0.9976 after 10 clicks of the
+   0.9896 -> 0.9806 (1/2 named) and 0.9968 -> 0.9686 (1/10, with rule 5's majority test), back to 0.9947 / 0.9976 after 10 clicks of the
    review queue (bench/quality.py; bench/poor_faces.py --families for the families). Being alone at that link is strong evidence only for a face good
    enough to link there when it is the person: below the model's measured ``fine_link_quality`` a person's
    own faces are often alone at 0.5 too (lfw_dev: 11 % of n=99 at quality 0.4-0.5, 36 % of n=11 at 0.3-0.4,

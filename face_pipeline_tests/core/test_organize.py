@@ -306,6 +306,31 @@ def test_rejections_and_same_photo_cannot_link_are_respected(library):
     assert_consistent(settings)
 
 
+def test_one_no_holds_back_a_relatives_other_photos_in_full_and_incremental_runs(library):
+    """A daughter looks like her labelled mother: every photo of hers clears the direct bar against Mum's labels,
+    and her group is a group of its own in which every face does, so the first run names her Mum. The user says one
+    of them is not Mum (the real reject operation). From then on no run names a face more like that photo than like
+    Mum's labels (naming rule 7): the next full run takes the name off her other photos, and a new photo of her in
+    a later batch stays unnamed in the incremental run, which reads every face's rejections, not the batch's."""
+    settings, sp = library.settings, library.space
+    library.add_batch("b1", [*photos_of(sp, "mum", "mum", 6), *photos_of(sp, "daughter", "daughter", 5, mum=0.55, daughter=0.6)])
+    mum_faces, daughter = library.of("mum"), library.of("daughter")
+    label(settings, mum_faces[:3], "Mum")
+    mum = person_id(settings, "Mum")
+    organize.supervised_assignment(settings)
+    assert all(face(settings, f).person_id == mum for f in daughter)  # the threat: a threshold names her
+    labels.reject_face(settings, daughter[0])
+    organize.supervised_assignment(settings)
+    assert all(face(settings, f).person_id is None for f in daughter)
+    assert all(face(settings, f).person_id == mum for f in mum_faces)
+    (new_daughter, new_mum) = library.add_batch("b2", [("d_new", [("daughter", sp.face(mum=0.55, daughter=0.6))]),
+                                                       ("m_new", [("mum", sp.face(mum=0.85))])])
+    organize.organize_new_faces(settings, [new_daughter, new_mum])
+    assert face(settings, new_daughter).person_id is None
+    assert face(settings, new_mum).person_id == mum
+    assert_consistent(settings)
+
+
 def test_rerun_after_label_changes_moves_and_unassigns_automatic_faces(library):
     settings = library.settings
     who = standard_scene(library)
