@@ -268,6 +268,11 @@ def name_faces(
         if bad:
             bad_local[local] = bad
     g = None if groups is None else np.asarray(list(groups), dtype=object)
+    photo = None  # the photos as int codes (a face of no photo is a photo of its own), for the rules that compare them
+    if g is not None:
+        from face_pipeline.core.clustering.neighbours import _group_codes
+
+        photo = _group_codes(g, n)
     occupied: dict[Hashable, set[int]] = defaultdict(set)
     if g is not None:
         for i in np.flatnonzero(human >= 0):
@@ -285,8 +290,8 @@ def name_faces(
     coarse = _view(X, clusters, human, evidence, protos, strategy, floor, cand, S, direct)
     fine = _view(X, fine_clusters, human, evidence, protos, strategy, floor, cand, S, direct)
     for v in (coarse, fine):
-        if v is not None and g is not None:
-            v.beside = _seen_beside(v, g)
+        if v is not None and photo is not None:
+            v.beside = _seen_beside(v, photo)
     labelled_in = coarse.holders if coarse is not None else {}
     if coarse is not None:
         clusters = coarse.clusters
@@ -310,7 +315,7 @@ def name_faces(
     # faces named here vouch for nobody.
     if coarse is not None and group_names:
         taken = _people_by_photo(person, g, (person >= 0) & (human < 0))
-        poor_ties = _PoorFaceTies(X, coarse, fine, human, good, g, poor)
+        poor_ties = _PoorFaceTies(X, coarse, fine, human, good, photo, poor)
         pending: list[tuple[int, int, float, float]] = []  # poor faces alone at the fine link, asked in one batch
         for local, i in enumerate(cand.tolist()):
             c = int(clusters[i])
@@ -346,7 +351,7 @@ def name_faces(
                       impostor, coarse, fine, direct, head)
 
     # Rule 7: a face more like someone known not to be the person than like the person's own labels keeps no name.
-    held = _nearer_someone_known_else(X, human, person, g, rejected, partners)
+    held = _nearer_someone_known_else(X, human, person, photo, rejected, partners)
     person[held], confidence[held], gap[held] = -1, np.nan, np.nan
     vetoed[held] = True
 
@@ -364,7 +369,7 @@ def name_faces(
     return out
 
 
-def _nearer_someone_known_else(X: np.ndarray, human: np.ndarray, person: np.ndarray, g: np.ndarray | None,
+def _nearer_someone_known_else(X: np.ndarray, human: np.ndarray, person: np.ndarray, photo: np.ndarray | None,
                                rejected: dict[int, set[int]] | None, partners: dict[int, set[int]]) -> np.ndarray:
     """Rows named automatically whose nearest known face is someone known not to be their person (rule 7).
 
@@ -378,10 +383,7 @@ def _nearer_someone_known_else(X: np.ndarray, human: np.ndarray, person: np.ndar
     not_p: dict[int, set[int]] = defaultdict(set)
     labelled = np.flatnonzero(human >= 0)
     labelled = labelled[np.isin(human[labelled], list(named))]
-    if g is not None and labelled.size:
-        from face_pipeline.core.clustering.neighbours import _group_codes
-
-        photo = _group_codes(g.tolist(), len(g))
+    if photo is not None and labelled.size:
         beside = np.flatnonzero(np.isin(photo, photo[labelled]))
         by_photo: dict[int, list[int]] = defaultdict(list)
         for j in beside.tolist():
@@ -800,7 +802,7 @@ def _someone_else(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: i
     return False
 
 
-def _seen_beside(v: _EvidenceView, photos: np.ndarray) -> dict[int, set[int]]:
+def _seen_beside(v: _EvidenceView, photo: np.ndarray) -> dict[int, set[int]]:
     """Person → the groups with a face in the same photo as a face of a group holding that person's labels.
 
     Two faces of one photo are two people, and a group is mostly one person, so a group seen beside a person's
@@ -809,11 +811,8 @@ def _seen_beside(v: _EvidenceView, photos: np.ndarray) -> dict[int, set[int]]:
     included, so there a named group may veto; that only withholds names)."""
     from scipy import sparse
 
-    from face_pipeline.core.clustering.neighbours import _group_codes
-
     if not v.holders:
         return {}
-    photo = _group_codes(photos.tolist(), len(photos))
     grouped = np.flatnonzero(v.clusters >= 0)
     _, pcode = np.unique(photo[grouped], return_inverse=True)
     gids, gcode = np.unique(v.clusters[grouped], return_inverse=True)
@@ -877,8 +876,8 @@ class _PoorFaceTies:
     BLOCK = 1 << 22  # similarities per block (16 MB of float32)
 
     def __init__(self, X: np.ndarray, coarse: _EvidenceView, fine: _EvidenceView | None, human: np.ndarray,
-                 good: np.ndarray, g: np.ndarray | None, poor: np.ndarray) -> None:
-        self.X, self.coarse, self.fine, self.human, self.good, self.g, self.poor = X, coarse, fine, human, good, g, poor
+                 good: np.ndarray, photo: np.ndarray | None, poor: np.ndarray) -> None:
+        self.X, self.coarse, self.fine, self.human, self.good, self.photo, self.poor = X, coarse, fine, human, good, photo, poor
 
     def may_ask(self, i: int) -> bool:
         """Face ``i`` is poor and alone at the fine link (with a fine clustering to be alone in)."""
@@ -888,9 +887,7 @@ class _PoorFaceTies:
         """The entries of ``asking`` (face, person, ...) whose face is tied to its person, in the given order."""
         if not asking:
             return []
-        from face_pipeline.core.clustering.neighbours import _group_codes
-
-        photo = _group_codes(self.g, len(self.X))  # None stays None; a face of no photo is a photo of its own
+        photo = self.photo
         by_group: dict[int, list[int]] = defaultdict(list)
         for i, *_ in asking:
             by_group[int(self.coarse.clusters[i])].append(i)
