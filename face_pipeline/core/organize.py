@@ -75,6 +75,11 @@ class Library:
         return np.array([np.nan if q is None else q for q in self.quality], dtype=np.float64)
 
     @cached_property
+    def row_of(self) -> dict[str, int]:
+        """face_id → row (built once per library: answers, rejections and batches are all given as face ids)."""
+        return {f: i for i, f in enumerate(self.face_ids)}
+
+    @cached_property
     def human(self) -> np.ndarray:
         """Faces a person labelled (computed once: callers index it inside per-face loops)."""
         return np.array([s in HUMAN_SOURCES and p is not None for s, p in zip(self.sources, self.person_ids)], dtype=bool)
@@ -169,7 +174,7 @@ def _human_index(lib: Library) -> tuple[np.ndarray, list[str]]:
 def _queue_pairs(settings: Settings, lib: Library, which: str) -> list[tuple[int, int]]:
     """Row pairs from people's answers in the suggestion queue (``cannot_link_pairs`` / ``must_link_pairs``)."""
     fn = {"cannot_link_pairs": suggestions_mod.cannot_link_pairs, "must_link_pairs": suggestions_mod.must_link_pairs}[which]
-    pos = {f: i for i, f in enumerate(lib.face_ids)}
+    pos = lib.row_of
     with session_scope(settings.sql_url) as s:
         pairs = fn(s)
     return [(pos[a], pos[b]) for a, b in pairs if a in pos and b in pos]
@@ -255,7 +260,7 @@ def supervised_assignment(
         pindex = {p: n for n, p in enumerate(persons)}
         # Every face's rejections, not only the batch's: a face rejected for a person holds back its look-alikes
         # (naming rule 7), whichever run they arrive in.
-        row_of = {f: i for i, f in enumerate(lib.face_ids)} if lib.rejections else {}
+        row_of = lib.row_of
         rejected = {row_of[f]: {pindex[p] for p in ps if p in pindex} for f, ps in lib.rejections.items() if f in row_of}
         result = naming.name_faces(
             lib.X, human, groups=lib.image_ids, quality=lib.quality_scores,
@@ -416,7 +421,7 @@ def organize_new_faces(settings: Settings, face_ids: Sequence[str], project: Pro
     them with each other and with the noise faces they resemble (new unknown clusters)."""
     t0 = time.perf_counter()
     lib = load_library(settings, project)
-    pos = {f: i for i, f in enumerate(lib.face_ids)}
+    pos = lib.row_of
     human = lib.human
     rows = [pos[f] for f in face_ids if f in pos and not human[pos[f]]]
     rep = IncrementalReport(new_faces=len(rows))
@@ -469,7 +474,7 @@ def _with_decisions(lib: Library, updates: dict[str, tuple]) -> Library:
     never among the decisions written, so patching only automation's rows is what SQL now holds."""
     if not updates:
         return lib
-    pos = {f: i for i, f in enumerate(lib.face_ids)}
+    pos = lib.row_of
     person_ids, cluster_ids, sources = list(lib.person_ids), list(lib.cluster_ids), list(lib.sources)
     for fid, (person, _conf, _margin) in updates.items():
         i = pos.get(fid)
