@@ -181,12 +181,9 @@ def _row(d: LabelledFaces, sp: P.Split, person: np.ndarray, groups: np.ndarray, 
 
 
 def _centroid(d: LabelledFaces, sp: P.Split, t: float) -> tuple[np.ndarray, np.ndarray]:
-    C = np.zeros((len(sp.people), d.X.shape[1]))
-    np.add.at(C, sp.human[sp.human >= 0], d.X[sp.human >= 0])
-    C /= np.linalg.norm(C, axis=1, keepdims=True)
-    S = d.X @ C.T.astype(np.float32)
-    person = np.where(sp.human >= 0, sp.human, np.where(S.max(axis=1) >= t, S.argmax(axis=1), -1))
-    return person, np.full(len(d), -1)
+    """(person, groups) of the per-face centroid rule at ``t`` (:func:`protocol.centroid_best`); it groups nobody."""
+    best, best_s = P.centroid_best(d, sp)
+    return np.where(sp.human >= 0, sp.human, np.where(best_s >= t, best, -1)), np.full(len(d), -1)
 
 
 def evaluate(name: str, seeds) -> None:

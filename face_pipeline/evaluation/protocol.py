@@ -195,17 +195,22 @@ def run_anchor(d: LabelledFaces, split: Split, labels: np.ndarray) -> tuple[np.n
 
 
 # -------------------------------------------------------------------------------------------------- frontier ----
+def centroid_best(d: LabelledFaces, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """The simple per-face rule's choice: for every face, (the named person whose labels' centroid it is most
+    similar to, that cosine)."""
+    C = np.zeros((len(split.people), d.X.shape[1]), np.float64)
+    np.add.at(C, split.human[split.human >= 0], d.X[split.human >= 0])
+    C /= np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-12)
+    S = d.X @ C.T.astype(np.float32)
+    return S.argmax(axis=1), S.max(axis=1)
+
+
 def centroid_frontier(d: LabelledFaces, split: Split, thresholds=FRONTIER) -> list[tuple[float, float, int, float]]:
     """The simple per-face rule: a face takes the named person whose labels' centroid it is most similar to,
     if that cosine is at least t. Returns (t, known recall, strangers named, stranger rate) per t."""
     if not split.people:
         return []
-    P = len(split.people)
-    C = np.zeros((P, d.X.shape[1]), np.float64)
-    np.add.at(C, split.human[split.human >= 0], d.X[split.human >= 0])
-    C /= np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-12)
-    S = d.X @ C.T.astype(np.float32)
-    best, best_s = S.argmax(axis=1), S.max(axis=1)
+    best, best_s = centroid_best(d, split)
     truth = d.truth
     named = set(split.people)
     known_face = np.array([t in named for t in truth])
