@@ -62,6 +62,10 @@ def impostors(d) -> None:
     print(f"a person's own faces linked at the fine link {FINE_LINK} (best link to another of their faces), by quality: "
           + ", ".join(f"{lo:.1f}+ {share:.2f} (n={k})" for lo, k, share in bins)
           + f" -> fine_link_quality {P.fine_link_quality(bins, GENUINE_FINE_RATE):.1f} (every bin upward >= {GENUINE_FINE_RATE:g})")
+    for k in (3, 1):
+        noise, n_scores = P.label_set_noise(d, k)
+        print(f"one face against two sets of {k} labels of its own person, |score difference| ({n_scores:,} scores): "
+              + ", ".join(f"p{100 * x:g} {v:.3f}" for x, v in noise.items()) + (" -> tell_apart (p90)" if k == 3 else ""))
 
 
 #: Review-queue clicks a user spends after the first organise (:mod:`face_pipeline.evaluation.answers`).

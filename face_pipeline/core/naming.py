@@ -28,7 +28,12 @@ Rules, and why
      away and sits closer to anyone alike than its faces do (issue 7's brothers: faces at 0.30 median, group mean
      0.43-0.48), while a group that is this person has most of its faces at the bar, as the person's faces have;
    * the group holds no label and has a face in a photo beside a group that holds this person's labels: two
-     faces of one photo are two people (in a family library, the relatives in the family photos).
+     faces of one photo are two people (in a family library, the relatives in the family photos);
+   * the face's stricter group holds no label and its coarse group is not this person's alone
+     (:func:`_fine_group_of_its_own`): nothing but the face's own score ties it to this person;
+   * the group holds this person's labels *and* another's (the link could not part them: in a family library, the
+     family), and the face's lead over the runner-up is within what chance gives between two label sets of one
+     person (``ModelBars.tell_apart``): the face cannot tell the two apart either.
    It was written for the siblings case: his 530 faces formed a tight group of their own although 25 of them
    cleared 0.40 against his brother's labels. A second clustering at the stricter link :data:`FINE_LINK` is asked
    the same questions, for relatives (cosine 0.4-0.5) whom the first one merged; a face whose stricter group holds
@@ -82,7 +87,10 @@ Rules, and why
    like any of the person's own labels is not named that person automatically: it is asked about. In a family
    library these are the relatives who stand beside the person in family photos, and a relative's other photos
    are nearer the relative than the person (synthetic families, bench/households.py); every "no" a user gives
-   holds back the faces most like the one they rejected. Nothing automation named is used here.
+   holds back the faces most like the one they rejected. The human labels of the face's runner-up (the named
+   person it scores second best for) are known not to be the person too: a face nearer one of them than any of
+   the person's own labels is between two named people, as a relative between two named relatives is, and is
+   asked about. Nothing automation named is used here.
    The same holds for groups: a group with a face in a photo beside a group that holds the person's labels is
    someone else (rule 5).
 8. **A trained head only decides among named people.** When a projection head is promoted (its gate passed)
@@ -119,6 +127,10 @@ class ModelBars:
     #: strong evidence that it is someone else; below it a poor face alone there is tied through the face it is most
     #: like (rule 6). 0 = not measured: every face needs its own fine tie.
     fine_link_quality: float = 0.0
+    #: How far one face's scores against two sets of 3 human labels of the *same* person lie apart by chance (90th
+    #: percentile): a lead over the runner-up smaller than this does not tell two people apart. Read only where the
+    #: clustering could not part the two either (rule 5: a group holding both people's labels). 0 = not measured.
+    tell_apart: float = 0.0
 
 
 #: Per recognition model (``Settings.model_name``). Measured by ``bench/quality.py --impostors`` on lfw_dev:
@@ -131,8 +143,11 @@ MODEL_BARS: dict[str, ModelBars] = {
         measured="lfw_dev subject faces, 17,822,605 different-name pairs, detector input rule fit1024-small640-tile3, "
         "bench/quality.py --impostors (fixed 640 input gave 0.280; faces_dev: p99.99 0.243, max 0.278 over 52k pairs); "
         "fine_link_quality: lfw_dev faces of people with >= 5 photos, share whose best own-person link reaches 0.5, "
-        "per quality bin of 0.1: 0.64, 0.89, 0.98, 0.99, 1.00, 1.00 from 0.3 up (faces_dev: 0.55, 0.64, 0.98, 1.00 ...)",
-        fine_link_quality=0.5,
+        "per quality bin of 0.1: 0.64, 0.89, 0.98, 0.99, 1.00, 1.00 from 0.3 up (faces_dev: 0.55, 0.64, 0.98, 1.00 ...); "
+        "tell_apart: lfw_dev people with >= 7 photos, two disjoint random sets of 3 labels, |score difference| of their "
+        "other photos (hybrid prototypes), 5 draws, 5,505 scores: p50 0.038, p90 0.095, p95 0.115 (1 label each: p90 0.181; "
+        "faces_dev: 0.116 at 3)",
+        fine_link_quality=0.5, tell_apart=0.095,
     ),
 }
 #: For a model nobody measured: ArcFace-family models share roughly this tail; err on the strict side.
@@ -221,6 +236,7 @@ def name_faces(
     group_names: bool = True,
     fine_clusters: np.ndarray | None = None,
     fine_link_quality: float = 0.0,
+    tell_apart: float = 0.0,
     head=None,
 ) -> Naming:
     """Apply the naming rules (module docstring) to faces ``X`` (N, D), L2-normalised.
@@ -231,7 +247,9 @@ def name_faces(
     ``cannot_link`` row pairs that are different people; ``candidates`` the rows that may be named (default:
     every row without a human label). ``direct`` names, ``impostor`` bounds suggestions (rule 3). Faces below
     ``fine_link_quality`` (the model's :attr:`ModelBars.fine_link_quality`; 0 = none) alone at the fine link are
-    tied there through the face they are most like (rule 6). ``head`` (a promoted
+    tied there through the face they are most like (rule 6). ``tell_apart`` (the model's
+    :attr:`ModelBars.tell_apart`; 0 = none) is the lead a face needs over its runner-up inside a group holding both
+    people's labels (rule 5). ``head`` (a promoted
     :class:`heads.NamedPersonHead`, or None) may decide among named people (rule 8).
     """
     X = np.asarray(X, dtype=np.float32)
@@ -301,13 +319,14 @@ def name_faces(
         if c_p < 0:
             continue
         p = int(pers[c_p])
-        if _someone_else(coarse, fine, i, p, c_p, direct):
+        m = float(res.margin[local])
+        m = m if np.isfinite(m) else 1.0
+        if _someone_else(coarse, fine, i, p, c_p, direct) or (m < tell_apart and _shared_with_another(coarse, fine, i, p)):
             vetoed[i] = True
             continue
         person[i] = p
         confidence[i] = float(res.confidence[local])
-        m = float(res.margin[local])
-        gap[i] = m if np.isfinite(m) else 1.0
+        gap[i] = m
 
     # Rule 6: a face in a group that holds this person's labels and nobody else's, whose mean face clears the
     # direct bar, is named when its own score is outside the impostor range, this person is
@@ -351,7 +370,8 @@ def name_faces(
                       impostor, coarse, fine, direct, head)
 
     # Rule 7: a face more like someone known not to be the person than like the person's own labels keeps no name.
-    held = _nearer_someone_known_else(X, human, person, photo, rejected, partners)
+    held = _nearer_someone_known_else(X, human, person, photo, rejected, partners,
+                                      runner_up=_runner_ups(S, cand, person, human, col, pers), good=good)
     person[held], confidence[held], gap[held] = -1, np.nan, np.nan
     vetoed[held] = True
 
@@ -370,25 +390,35 @@ def name_faces(
 
 
 def _nearer_someone_known_else(X: np.ndarray, human: np.ndarray, person: np.ndarray, photo: np.ndarray | None,
-                               rejected: dict[int, set[int]] | None, partners: dict[int, set[int]]) -> np.ndarray:
+                               rejected: dict[int, set[int]] | None, partners: dict[int, set[int]],
+                               runner_up: np.ndarray | None = None, good: np.ndarray | None = None) -> np.ndarray:
     """Rows named automatically whose nearest known face is someone known not to be their person (rule 7).
 
-    Known not to be person p: the other faces of the photos of p's human labels, the faces rejected for p, and the
+    Known not to be person p: the other faces of the photos of p's human labels, the faces rejected for p, the
     faces a person called different from one of p's labels (any quality: a tiny face beside p's label is still not
-    p, and this only withholds names). Known to be p: p's human labels."""
+    p, and this only withholds names), and the human labels of the face's runner-up ``runner_up[row]`` (the named
+    person it scores second best for; only labels good enough to define that person, ``good``). Known to be p: p's
+    human labels.
+
+    The runner-up's labels are the like-for-like test between two named people: the face was given p by its
+    score against p's labels as a whole, yet one of the runner-up's own photos is nearer to it than any of p's. In a
+    family library that is a relative between two named relatives (the one named p is most often neither); a face
+    that is p is nearer one of p's photos. Measured (bench/households.py): on family libraries it withholds about a
+    tenth of the relatives' names left by the other rules; on lfw_dev it changes no figure."""
+    n = len(person)
     auto = np.flatnonzero((person >= 0) & (human < 0))
     if auto.size == 0:
         return auto
     named = set(person[auto].tolist())
     not_p: dict[int, set[int]] = defaultdict(set)
     labelled = np.flatnonzero(human >= 0)
-    labelled = labelled[np.isin(human[labelled], list(named))]
-    if photo is not None and labelled.size:
-        beside = np.flatnonzero(np.isin(photo, photo[labelled]))
+    own_labels = labelled[np.isin(human[labelled], list(named))]
+    if photo is not None and own_labels.size:
+        beside = np.flatnonzero(np.isin(photo, photo[own_labels]))
         by_photo: dict[int, list[int]] = defaultdict(list)
         for j in beside.tolist():
             by_photo[int(photo[j])].append(j)
-        for i in labelled.tolist():
+        for i in own_labels.tolist():
             not_p[int(human[i])].update(j for j in by_photo[int(photo[i])] if human[j] != human[i])
     for i, people in (rejected or {}).items():
         for p in people:
@@ -397,17 +427,52 @@ def _nearer_someone_known_else(X: np.ndarray, human: np.ndarray, person: np.ndar
     for a, others in partners.items():
         if human[a] >= 0 and int(human[a]) in named:
             not_p[int(human[a])].update(b for b in others if human[b] != human[a])
-    own: dict[int, list[int]] = defaultdict(list)
-    for i in labelled.tolist():
-        own[int(human[i])].append(i)
-    held = []
-    order = auto[np.argsort(person[auto], kind="stable")]  # the named faces, person by person
-    who = person[order]
-    for p in sorted(not_p):
-        rows = order[np.searchsorted(who, p, side="left") : np.searchsorted(who, p, side="right")]
-        if rows.size and not_p[p]:
-            held += rows[_nearest(X, rows, sorted(not_p[p])) > _nearest(X, rows, own[p])].tolist()
-    return np.asarray(held, dtype=np.int64)
+
+    nearest_else = np.full(n, -np.inf, dtype=np.float32)  # per named row: its nearest face known not to be its person
+    for p, rows in _rows_by(auto, person[auto]):
+        if not_p.get(p):
+            nearest_else[rows] = _nearest(X, rows, sorted(not_p[p]))
+    if runner_up is not None:
+        defining = labelled if good is None else labelled[good[labelled]]
+        by_person = dict(_rows_by(defining, human[defining]))
+        ranked = auto[runner_up[auto] >= 0]
+        for q, rows in _rows_by(ranked, runner_up[ranked]):
+            if q in by_person:
+                nearest_else[rows] = np.maximum(nearest_else[rows], _nearest(X, rows, by_person[q]))
+    asked = auto[np.isfinite(nearest_else[auto])]
+    own = dict(_rows_by(own_labels, human[own_labels]))
+    held = [rows[nearest_else[rows] > _nearest(X, rows, own[p])] for p, rows in _rows_by(asked, person[asked])]
+    return np.concatenate(held).astype(np.int64) if held else np.zeros(0, np.int64)
+
+
+def _rows_by(rows: np.ndarray, key: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``rows`` split by ``key`` (one entry per distinct key, ascending): one sort, not a mask per key."""
+    if rows.size == 0:
+        return []
+    order = np.argsort(key, kind="stable")
+    rows, key = rows[order], key[order]
+    cut = np.flatnonzero(np.diff(key)) + 1
+    return [(int(k[0]), r) for k, r in zip(np.split(key, cut), np.split(rows, cut))]
+
+
+def _runner_ups(S: "_Scores", cand: np.ndarray, person: np.ndarray, human: np.ndarray, col: dict[int, int],
+                pers: np.ndarray) -> np.ndarray:
+    """Per row, the named person its stored scores rank best after the one it was named (-1: unnamed, labelled, or
+    nobody else above the floor). One pass over the sparse scores of the named candidate rows."""
+    n = len(person)
+    out = np.full(n, -1, np.int64)
+    local = np.flatnonzero((person[cand] >= 0) & (human[cand] < 0))
+    if local.size == 0:
+        return out
+    sub = S.m[local]
+    row = np.repeat(np.arange(local.size), np.diff(sub.indptr))
+    given = np.array([col.get(int(p), -1) for p in person[cand[local]].tolist()], dtype=np.int64)
+    vals = np.where(sub.indices == given[row], -np.inf, sub.data)
+    order = np.lexsort((-vals, row))
+    first = order[np.r_[0, np.flatnonzero(np.diff(row[order])) + 1]] if order.size else order
+    first = first[np.isfinite(vals[first])]
+    out[cand[local[row[first]]]] = pers[sub.indices[first]]
+    return out
 
 
 def _nearest(X: np.ndarray, rows: np.ndarray, others: Sequence[int], block: int = 1 << 22) -> np.ndarray:
@@ -786,6 +851,8 @@ def _someone_else(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: i
     group's figures veto it."""
     views = [v for v in (coarse, fine) if v is not None]
     tied = fine is not None and fine.clusters[i] >= 0 and p in fine.holders.get(int(fine.clusters[i]), ())
+    if _fine_group_of_its_own(coarse, fine, i, p):
+        return True
     for v in views:
         c = int(v.clusters[i])
         if c < 0:
@@ -799,6 +866,42 @@ def _someone_else(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: i
             continue
         if v.score(c, c_p) < direct or v.share_clearing(c, c_p) < MAJORITY or c in v.beside.get(p, ()):
             return True
+    return False
+
+
+def _fine_group_of_its_own(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: int, p: int) -> bool:
+    """Face ``i`` sits in a stricter (fine) group that holds no label, and nothing but its own score ties that group
+    to ``p``: its coarse group is not ``p``'s alone (it holds no label, or labels of several people).
+
+    At the fine link the group is a person of its own; only a coarse group that holds ``p``'s labels and nobody
+    else's says which person that may be. A coarse group holding several people's labels has merged different people
+    at the link (in a family library: the family), and one holding none says nothing, so the face's own score is all
+    that is left, and for a relative that score lies in the same 0.40-0.50 as the person's own faces. Such a group
+    is asked about as a whole (a suggestion), never named face by face. Measured: in synthetic family libraries of
+    single-face photos (bench/households.py, no family photos, so no photo rule can help) it took the relatives' faces named
+    from ~580 to ~340 per library (12.2 % -> 7.2 %) for known recall 0.962 -> 0.960; on lfw_dev, in every split,
+    no face was named there at all (bench/quality.py): the cost is nil where nobody is related."""
+    if fine is None:
+        return False
+    cf = int(fine.clusters[i])
+    if cf < 0 or fine.holders.get(cf) or fine.size.get(cf, 0) < MIN_EVIDENCE_CLUSTER:
+        return False
+    cc = -1 if coarse is None else int(coarse.clusters[i])
+    return cc < 0 or coarse.holders.get(cc, set()) != {p}
+
+
+def _shared_with_another(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: int, p: int) -> bool:
+    """Face ``i``'s group, at either link, holds human labels of ``p`` and of someone else: the clustering could not
+    part the two people (in a family library, relatives; rule 5's last bullet). There the face's own lead over the
+    runner-up must tell them apart, by more than chance gives between two label sets of one person
+    (``ModelBars.tell_apart``). Measured (bench/households.py): in synthetic family libraries of single-face photos
+    it took the relatives' faces named from ~310 to ~206 per library for known recall 0.955 -> 0.944 (family photos
+    as well: ~56 -> ~47); on lfw_dev no named face sits in such a group (bench/quality.py)."""
+    for v in (coarse, fine):
+        if v is not None and v.clusters[i] >= 0:
+            holders = v.holders.get(int(v.clusters[i]), set())
+            if p in holders and len(holders) > 1:
+                return True
     return False
 
 

@@ -139,6 +139,7 @@ class OursConfig:
     min_quality: float | None = None
     group_names: bool = True
     fine_link_quality: float | None = None  # None = the model's recorded one
+    tell_apart: float | None = None  # None = the model's recorded one
 
 
 def _defaults(cfg: OursConfig) -> OursConfig:
@@ -153,6 +154,7 @@ def _defaults(cfg: OursConfig) -> OursConfig:
         impostor=bars_for(s.model_name).impostor if cfg.impostor is None else cfg.impostor,
         min_quality=s.person_min_quality if cfg.min_quality is None else cfg.min_quality, group_names=cfg.group_names,
         fine_link_quality=bars_for(s.model_name).fine_link_quality if cfg.fine_link_quality is None else cfg.fine_link_quality,
+        tell_apart=bars_for(s.model_name).tell_apart if cfg.tell_apart is None else cfg.tell_apart,
     )
 
 
@@ -180,7 +182,8 @@ def run_ours(d: LabelledFaces, split: Split, clusters: np.ndarray, cfg: OursConf
     t0 = time.perf_counter()
     res = name_faces(d.X, split.human, groups=d.photo.tolist(), quality=d.quality, clusters=clusters, direct=cfg.direct,
                      impostor=cfg.impostor, min_quality=cfg.min_quality, group_names=cfg.group_names,
-                     fine_clusters=fine, fine_link_quality=cfg.fine_link_quality, rejected=rejected, cannot_link=cannot_link)
+                     fine_clusters=fine, fine_link_quality=cfg.fine_link_quality, tell_apart=cfg.tell_apart, rejected=rejected,
+                     cannot_link=cannot_link)
     groups = unknown_groups(clusters, res.person, min_size=2)
     return res.person, groups, time.perf_counter() - t0, res
 
@@ -248,6 +251,30 @@ def impostor_quantiles(d: LabelledFaces, qs=(0.99, 0.999, 0.9999)) -> tuple[dict
         vals.append(S[keep])
     v = np.concatenate(vals)
     return {q: float(np.quantile(v, q)) for q in qs}, float(v.max()), int(v.size)
+
+
+def label_set_noise(d: LabelledFaces, k: int = 3, draws: int = 5, q: tuple[float, ...] = (0.5, 0.9, 0.95), seed: int = 0
+                    ) -> tuple[dict[float, float], int]:
+    """How far one face's scores against two sets of ``k`` human labels of its *own* person lie apart by chance:
+    for every person with at least ``2k + 1`` subject photos, ``draws`` times, two disjoint random label sets and
+    the |difference| of the product's scores (:func:`assign.person_scores`, hybrid prototypes) of their other
+    photos. Returns the quantiles ``q`` and the number of scores: the measurement behind
+    ``ModelBars.tell_apart``."""
+    from face_pipeline.core import assign
+
+    rows = np.flatnonzero(d.labelled)
+    _, code, counts = np.unique(d.identity[rows], return_inverse=True, return_counts=True)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for p in np.flatnonzero(counts >= 2 * k + 1):
+        own = rows[code == p]
+        for _ in range(draws):
+            perm = rng.permutation(own)
+            protos = assign.build_prototypes(d.X[perm[: 2 * k]], [0] * k + [1] * k)
+            S = assign.person_scores(protos, d.X[perm[2 * k :]], "hybrid")
+            diffs.append(np.abs(S[:, 0] - S[:, 1]))
+    v = np.concatenate(diffs) if diffs else np.zeros(1)
+    return {x: float(np.quantile(v, x)) for x in q}, int(v.size)
 
 
 def fine_link_by_quality(d: LabelledFaces, link: float, min_photos: int = MIN_PHOTOS_TO_NAME, step: float = 0.1
