@@ -111,7 +111,7 @@ class FacePipeline:
                          offset: int = 0) -> list[suggestions.SuggestionInfo]:
         """Questions for a person ("is this X?", "the same person?"), the answers that settle most faces first.
         ``status``: open (default), accepted, rejected, stale or all; ``kind``: face_is_person, cluster_is_person,
-        same_person or None for all."""
+        check_names, same_person or None for all. Questions about names already given come first."""
         return suggestions.list_suggestions(self.settings, kind=kind, status=status, limit=limit, offset=offset)
 
     def count_suggestions(self, kind: str | None = None, status: str | None = "open") -> int:

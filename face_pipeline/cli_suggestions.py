@@ -41,7 +41,7 @@ def _faces(faces, total: int, shown: int = 3) -> str:
 
 
 @app.command("list")
-def list_(kind: Optional[str] = typer.Option(None, "--kind", help="face_is_person, cluster_is_person or same_person."),
+def list_(kind: Optional[str] = typer.Option(None, "--kind", help="face_is_person, cluster_is_person, check_names or same_person."),
           status: str = typer.Option("open", "--status", help="open, accepted, rejected, stale or all."),
           limit: int = typer.Option(50, "--limit", min=0), offset: int = typer.Option(0, "--offset", min=0)) -> None:
     """List suggestions, the answers that settle most faces first."""

@@ -10,6 +10,9 @@ below it, the queue: :func:`replace_pipeline_suggestions` (organise), :func:`lis
 Kinds:
 - ``face_is_person``: one face → a candidate person ("is this X?").
 - ``cluster_is_person``: a group of unnamed faces (an unknown cluster) → a candidate person.
+- ``check_names``: a group of faces automation *named* on its weakest tie (their stricter group holds no label) →
+  that person: "are these X?". Yes makes them human labels; no takes the name away and it is never given again.
+  Listed before every other kind: a wrong name is far worse than a missing one.
 - ``same_person``: two groups that may be one person: two people (``person_id`` and ``other_person_id``), a
   group of faces and a person, or two unnamed groups (``face_ids`` and ``other_face_ids``).
 
@@ -61,8 +64,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SuggestionKind = Literal["face_is_person", "cluster_is_person", "same_person"]
-SUGGESTION_KINDS: tuple[str, ...] = ("face_is_person", "cluster_is_person", "same_person")
+SuggestionKind = Literal["face_is_person", "cluster_is_person", "check_names", "same_person"]
+SUGGESTION_KINDS: tuple[str, ...] = ("face_is_person", "cluster_is_person", "check_names", "same_person")
+#: Kinds whose questions are about names automation already gave: listed first (a wrong name is far worse than a
+#: missing one, so the answers that take wrong names away come before those that add names).
+CHECKS_FIRST: tuple[str, ...] = ("check_names",)
 
 
 @dataclass(frozen=True)
@@ -215,6 +221,8 @@ class SuggestionInfo:
             return f"Is this {who(self.person)}?"
         if self.kind == "cluster_is_person":
             return f"Are these {self.face_count} faces {who(self.person)}?"
+        if self.kind == "check_names":
+            return f"Are these {self.face_count} faces, named {who(self.person)} automatically, {who(self.person)}?"
         if self.person and self.other_person:
             return f"Are {who(self.person)} and {who(self.other_person)} the same person?"
         if self.person:
@@ -242,7 +250,7 @@ def _canonical(s: Suggestion) -> Suggestion:
         raise InvalidInput(f"unknown suggestion kind {s.kind!r} (one of {', '.join(SUGGESTION_KINDS)})")
     a = tuple(sorted({f for f in s.face_ids if f}))
     b = tuple(sorted({f for f in s.other_face_ids if f} - set(a)))
-    if s.kind in ("face_is_person", "cluster_is_person"):
+    if s.kind in ("face_is_person", "cluster_is_person", "check_names"):
         if not s.person_id or s.other_person_id or b:
             raise InvalidInput(f"a {s.kind} suggestion names one candidate person and one group of faces")
         if not a or (s.kind == "face_is_person" and len(a) != 1):
@@ -547,7 +555,8 @@ def count_suggestions(settings: Settings, kind: str | None = None, status: str |
 
 def list_suggestions(settings: Settings, kind: str | None = None, status: str | None = "open", limit: int = 50,
                      offset: int = 0) -> list[SuggestionInfo]:
-    """Suggestions, the ones whose answer settles most first (priority: faces settled × closeness to the bar).
+    """Suggestions: questions about names already given first (:data:`CHECKS_FIRST`), then the ones whose answer
+    settles most (priority: faces settled × closeness to the bar).
 
     ``status``: ``open`` (default: answerable now), ``accepted``, ``rejected``, ``stale`` or ``all``; ``kind``: one
     of :data:`SUGGESTION_KINDS` or ``None`` for every kind. Each carries its faces (a strip of the best
@@ -555,7 +564,8 @@ def list_suggestions(settings: Settings, kind: str | None = None, status: str | 
     if limit < 0 or offset < 0:
         raise InvalidInput("limit and offset must not be negative")
     with session_scope(settings.sql_url) as s:
-        q = _query(kind, status).order_by(SuggestionRecord.priority.desc(), SuggestionRecord.id).limit(limit).offset(offset)
+        q = _query(kind, status).order_by(SuggestionRecord.kind.in_(CHECKS_FIRST).desc(), SuggestionRecord.priority.desc(),
+                                          SuggestionRecord.id).limit(limit).offset(offset)
         rows = list(s.scalars(q))
         return _infos(s, rows, LIST_FACES_PER_SIDE)
 

@@ -11,9 +11,9 @@ How the simulated user answers (only what the truth can say; background faces ha
 user treats them as strangers):
 
 * ``face_is_person`` — yes (a human label) when the face is that person, otherwise no ("not this person").
-* ``cluster_is_person`` — the faces that are that person get the label, the others "not this person". A
-  group mixing people costs one answer plus one per face that had to be corrected (selecting the odd faces out
-  on the page); a clean group costs one.
+* ``cluster_is_person`` and ``check_names`` (a group automation named) — the faces that are that person get the
+  label, the others "not this person". A group mixing people costs one answer plus one per face that had to be
+  corrected (selecting the odd faces out on the page); a clean group costs one.
 * ``same_person`` between two unnamed groups — when both groups are mostly one person, the user names them
   (the faces that are that person get a label of a new person; odd faces out cost one answer each); otherwise
   no: cannot-link pairs between the groups, as :func:`suggestions.reject_suggestion` stores them.
@@ -57,14 +57,15 @@ def _identity(d: LabelledFaces, row: int) -> str | None:
 
 
 def _queue(suggestions) -> list:
-    """The product's queue order (:attr:`Suggestion.priority`: faces settled × closeness to the bar)."""
-    from face_pipeline.core.suggestions import Suggestion
+    """The product's queue order (:func:`suggestions.list_suggestions`): questions about names already given first,
+    then by :attr:`Suggestion.priority` (faces settled × closeness to the bar)."""
+    from face_pipeline.core.suggestions import CHECKS_FIRST, Suggestion
 
     def priority(s) -> float:
         rows = tuple(map(str, s.rows)) if s.rows else ()
         return Suggestion(s.kind, rows, other_face_ids=tuple(map(str, s.other_rows)), score=s.score, bar=s.bar).priority
 
-    return sorted(suggestions, key=lambda s: (-priority(s), -s.score))
+    return sorted(suggestions, key=lambda s: (s.kind not in CHECKS_FIRST, -priority(s), -s.score))
 
 
 def _label(a: Answered, rows, who: int) -> None:
@@ -86,7 +87,7 @@ def _answer(d: LabelledFaces, a: Answered, s) -> None:
         else:
             a.rejected[row].add(s.person)
         return
-    if s.kind == "cluster_is_person":
+    if s.kind in ("cluster_is_person", "check_names"):
         rows = list(s.rows)
         its = [r for r in rows if _identity(d, r) == people[s.person]]
         others = [r for r in rows if _identity(d, r) != people[s.person]]

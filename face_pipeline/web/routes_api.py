@@ -338,7 +338,7 @@ async def search_similar(request: Request, photo: UploadFile = File(...), limit:
 
 
 @router.get("/suggestions", tags=["suggestions"])
-def list_suggestions(request: Request, kind: Literal["face_is_person", "cluster_is_person", "same_person"] | None = None,
+def list_suggestions(request: Request, kind: Literal["face_is_person", "cluster_is_person", "check_names", "same_person"] | None = None,
                      status: str = Query("open", max_length=20), limit: int = Query(50, ge=1, le=500),
                      offset: int = Query(0, ge=0), _: Caller = Depends(reader)):
     """Open questions, those whose answer settles the most first."""

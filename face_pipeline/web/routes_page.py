@@ -67,7 +67,7 @@ def index(request: Request, people_offset: int = 0, clusters_offset: int = 0, mi
     if suggestions_api.available():
         try:
             open_ = suggestions_api.list_open(settings, limit=100)
-            review = [s for s in open_ if s.get("kind") in ("face_is_person", "cluster_is_person")][:30]
+            review = [s for s in open_ if s.get("kind") in ("face_is_person", "cluster_is_person", "check_names")][:30]
             merges = [s for s in open_ if s.get("kind") == "same_person"][:20]
         except FacePipelineError as exc:
             review_error = str(exc)

@@ -729,3 +729,27 @@ def test_a_face_nearer_one_of_the_runner_ups_labels_than_any_of_its_persons_is_a
     res = naming.name_faces(X, human, **kw)
     assert res.person[near] < 0 and res.vetoed[near]
     assert (res.person[ann_own] == 0).all() and (res.person[bea_own] == 1).all()
+
+
+def test_names_given_on_the_weakest_tie_are_put_to_the_user():
+    """A group of its own at the stricter link, inside the coarse group that holds Ann's labels and nobody else's,
+    whose faces clear the bar on their own: named Ann (rule 5 has no figure against it: a person's own second group
+    looks the same, lfw_dev's Tim Henman), and asked about as a whole ("check_names"), so one answer confirms the
+    names or takes them away. Ann's own photos, tied to her labels at the stricter link, are not asked about; an
+    incremental run (no stricter clustering) asks nothing of the kind."""
+    from face_pipeline_tests.core.test_organize import Space
+
+    sp = Space(seed=4)
+    X = np.stack([sp.face(ann=0.8) for _ in range(7)] + [sp.face(ann=0.56, sis=0.6) for _ in range(5)])
+    human = np.array([0] * 3 + [-1] * 9)
+    own, other = np.arange(3, 7), np.arange(7, 12)
+    coarse, fine = np.zeros(len(X), np.int64), np.array([0] * 7 + [1] * 5)
+    kw = dict(groups=list(range(len(X))), quality=None, direct=SETTINGS.person_match_threshold, impostor=BARS.impostor,
+              tell_apart=BARS.tell_apart)
+    res = naming.name_faces(X, human, clusters=coarse, fine_clusters=fine, **kw)
+    assert (res.person[own] == 0).all() and (res.person[other] == 0).all()
+    checks = [s for s in res.suggestions if s.kind == "check_names"]
+    assert [(sorted(s.rows), s.person) for s in checks] == [(other.tolist(), 0)]
+    assert checks[0].score >= kw["direct"]
+    alone = naming.name_faces(X, human, clusters=coarse, fine_clusters=None, candidates=other.tolist(), **kw)
+    assert not [s for s in alone.suggestions if s.kind == "check_names"]

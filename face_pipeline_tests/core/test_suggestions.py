@@ -513,3 +513,40 @@ def test_a_name_chooses_who_a_merge_keeps(settings, tpl):
     assert res.person_id == dan and sorted(res.changed) == sorted(f[3][:2])
     with session_scope(settings.sql_url) as s:
         assert s.get(Person, dave).merged_into == dan
+
+
+def test_a_name_given_is_put_first_and_a_no_takes_it_away_for_good(settings, tpl):
+    """"check_names": a question about a name automation gave. It is listed before questions about unnamed faces
+    even when those would settle more (a wrong name is far worse than a missing one); "no" takes the name away at
+    once and organise never gives it back; "yes" makes it a human label."""
+    f = tpl.faces
+    organize.supervised_assignment(settings)
+    named = face(settings, f[0][2])
+    assert named.person_id == tpl.alice and named.assignment_source == "auto"  # named by automation at the default bar
+    store(settings, [
+        Suggestion("cluster_is_person", tuple(f[2]), person_id=tpl.bob, score=0.39, bar=0.40),
+        Suggestion("check_names", (f[0][2],), person_id=tpl.alice, score=0.55, bar=0.40),
+    ])
+    queue = sg.list_suggestions(settings)
+    assert [q.kind for q in queue][:2] == ["check_names", "cluster_is_person"]
+    assert queue[0].priority < queue[1].priority  # first by kind, not by size
+    assert "automatically" in queue[0].question and "Alice" in queue[0].question
+    assert [q.kind for q in sg.list_suggestions(settings, kind="check_names")] == ["check_names"]
+
+    sg.reject_suggestion(settings, queue[0].id, actor="tester")
+    assert face(settings, f[0][2]).person_id is None  # the name goes at once
+    organize.supervised_assignment(settings)
+    assert face(settings, f[0][2]).person_id != tpl.alice  # and never comes back
+    assert not [q for q in sg.list_suggestions(settings, limit=500)
+                if q.person and q.person.person_id == tpl.alice and f[0][2] in {x.face_id for x in q.faces}]
+
+
+def test_a_yes_to_a_name_given_makes_it_a_human_label(settings, tpl):
+    f = tpl.faces
+    organize.supervised_assignment(settings)
+    assert face(settings, f[0][2]).assignment_source == "auto"
+    store(settings, [Suggestion("check_names", (f[0][2],), person_id=tpl.alice, score=0.55, bar=0.40)])
+    (q,) = sg.list_suggestions(settings, kind="check_names")
+    sg.accept_suggestion(settings, q.id, actor="tester")
+    got = face(settings, f[0][2])
+    assert got.person_id == tpl.alice and got.assignment_source in ("manual", "cluster")
