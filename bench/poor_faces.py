@@ -84,7 +84,7 @@ def run(n: int, seed: int = 0) -> None:
         for flq in (0.0, BARS.fine_link_quality):
             t0 = time.perf_counter()
             res = naming.name_faces(X, human, groups=photo.tolist(), quality=q, clusters=coarse, fine_clusters=fine,
-                                    direct=0.40, impostor=BARS.impostor, fine_link_quality=flq, suggest=False)
+                                    direct=0.40, impostor=BARS.impostor, fine_link_quality=flq, tell_apart=BARS.tell_apart, suggest=False)
             secs = time.perf_counter() - t0
             auto = (res.person >= 0) & (human < 0)
             wrong = auto & (named[np.maximum(res.person, 0)] != ident)
@@ -128,7 +128,8 @@ def families(per_setting: int = 150, seed: int = 7) -> None:
             cells, own = [], 0
             for group_names, flq in ((False, 0.0), (True, 0.0), (True, BARS.fine_link_quality)):
                 res = naming.name_faces(X, human, groups=photo, quality=q, clusters=coarse, fine_clusters=fine, direct=0.40,
-                                        impostor=BARS.impostor, fine_link_quality=flq, group_names=group_names, suggest=False)
+                                        impostor=BARS.impostor, fine_link_quality=flq, group_names=group_names, tell_apart=BARS.tell_apart,
+                                        suggest=False)
                 cells.append(f"{int((res.person[rel_good] >= 0).sum())} / {int((res.person[rel_poor] >= 0).sum())}")
                 own = int((res.person[own_poor] == truth[own_poor] // 2).sum())
             print(f"{good:>3}{rho:>9.1f}{0.62 * rho:>13.2f}{cells[0]:>14}{cells[1]:>14}{cells[2]:>14}{f'{own} / {own_poor.sum()}':>18}")

@@ -76,7 +76,8 @@ Rules, and why
    Names given this way vouch for nobody (no second hop). On lfw_dev it lifts K=1 recall from 0.95 to 0.98, and
    the only stranger named on any seed is LFW label noise (bench/quality.py). What no rule here stops: a
    relative's face that clears the direct bar on its own score, in a group rule 5 cannot veto (a relative's group
-   whose mean clears the bar); it is what a person's answers are for.
+   whose mean clears the bar); it is what a person's answers are for, and the names given on the weakest tie (a
+   stricter group without labels inside the person's coarse group) are put to them first (:func:`_names_to_check`).
 7. **People's constraints hold.** Manual labels are never touched; a rejected person is never given or
    suggested again; a person already in a photo (human label) is not given to another of its faces; faces of
    one photo are matched to people jointly (Hungarian, :func:`assign.assign_scores`); a "different people"
@@ -321,7 +322,8 @@ def name_faces(
         p = int(pers[c_p])
         m = float(res.margin[local])
         m = m if np.isfinite(m) else 1.0
-        if _someone_else(coarse, fine, i, p, c_p, direct) or (m < tell_apart and _shared_with_another(coarse, fine, i, p)):
+        if _someone_else(coarse, fine, i, p, c_p, direct) or _too_close_to_call(S, local, float(res.confidence[local]),
+                                                                              _co_holders(coarse, fine, i, p), col, tell_apart):
             vetoed[i] = True
             continue
         person[i] = p
@@ -371,7 +373,7 @@ def name_faces(
 
     # Rule 7: a face more like someone known not to be the person than like the person's own labels keeps no name.
     held = _nearer_someone_known_else(X, human, person, photo, rejected, partners,
-                                      runner_up=_runner_ups(S, cand, person, human, col, pers), good=good)
+                                      runner_up=_runner_ups(S, cand, person, human, col, pers), exemplars=_exemplars_by_person(protos, pers))
     person[held], confidence[held], gap[held] = -1, np.nan, np.nan
     vetoed[held] = True
 
@@ -392,14 +394,17 @@ def name_faces(
 
 def _nearer_someone_known_else(X: np.ndarray, human: np.ndarray, person: np.ndarray, photo: np.ndarray | None,
                                rejected: dict[int, set[int]] | None, partners: dict[int, set[int]],
-                               runner_up: np.ndarray | None = None, good: np.ndarray | None = None) -> np.ndarray:
+                               runner_up: np.ndarray | None = None,
+                               exemplars: Callable[[int], np.ndarray | None] | None = None) -> np.ndarray:
     """Rows named automatically whose nearest known face is someone known not to be their person (rule 7).
 
     Known not to be person p: the other faces of the photos of p's human labels, the faces rejected for p, the
     faces a person called different from one of p's labels (any quality: a tiny face beside p's label is still not
     p, and this only withholds names), and the human labels of the face's runner-up ``runner_up[row]`` (the named
-    person it scores second best for; only labels good enough to define that person, ``good``). Known to be p: p's
-    human labels.
+    person it scores best for below p, :func:`_runner_ups`), as that person's exemplars (``exemplars(q)``: every good
+    label up to 16, then 16 spread across them, :func:`assign.build_prototypes`). Known to be p: p's human labels
+    (all of them; p's exemplars only rule out, cheaply, the faces already nearer one of them than anything else:
+    a face named for a person with 20k labels is compared with those only when it has to be).
 
     The runner-up's labels are the like-for-like test between two named people: the face was given p by its
     score against p's labels as a whole, yet one of the runner-up's own photos is nearer to it than any of p's. In a
@@ -433,17 +438,28 @@ def _nearer_someone_known_else(X: np.ndarray, human: np.ndarray, person: np.ndar
     for p, rows in _rows_by(auto, person[auto]):
         if not_p.get(p):
             nearest_else[rows] = _nearest(X, rows, sorted(not_p[p]))
-    if runner_up is not None:
-        defining = labelled if good is None else labelled[good[labelled]]
-        by_person = dict(_rows_by(defining, human[defining]))
+    if runner_up is not None and exemplars is not None:
         ranked = auto[runner_up[auto] >= 0]
         for q, rows in _rows_by(ranked, runner_up[ranked]):
-            if q in by_person:
-                nearest_else[rows] = np.maximum(nearest_else[rows], _nearest(X, rows, by_person[q]))
+            E = exemplars(q)
+            if E is not None and len(E):
+                nearest_else[rows] = np.maximum(nearest_else[rows], (X[rows] @ E.T).max(axis=1))
     asked = auto[np.isfinite(nearest_else[auto])]
     own = dict(_rows_by(own_labels, human[own_labels]))
-    held = [rows[nearest_else[rows] > _nearest(X, rows, own[p])] for p, rows in _rows_by(asked, person[asked])]
+    held = []
+    for p, rows in _rows_by(asked, person[asked]):
+        E = exemplars(p) if exemplars is not None else None
+        if E is not None and len(E):  # p's exemplars are p's labels: nearer one of them is nearer p's labels already
+            rows = rows[nearest_else[rows] > (X[rows] @ E.T).max(axis=1)]
+        if rows.size:
+            held.append(rows[nearest_else[rows] > _nearest(X, rows, own[p])])
     return np.concatenate(held).astype(np.int64) if held else np.zeros(0, np.int64)
+
+
+def _exemplars_by_person(protos, pers: np.ndarray) -> Callable[[int], np.ndarray | None]:
+    """Person index → that person's exemplar labels (rows of ``protos.exemplars``), grouped once."""
+    where = {int(pers[c]): rows for c, rows in _rows_by(np.arange(len(protos.exemplar_owner)), np.asarray(protos.exemplar_owner))}
+    return lambda p: protos.exemplars[where[p]] if p in where else None
 
 
 def _rows_by(rows: np.ndarray, key: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -458,8 +474,10 @@ def _rows_by(rows: np.ndarray, key: np.ndarray) -> list[tuple[int, np.ndarray]]:
 
 def _runner_ups(S: "_Scores", cand: np.ndarray, person: np.ndarray, human: np.ndarray, col: dict[int, int],
                 pers: np.ndarray) -> np.ndarray:
-    """Per row, the named person its stored scores rank best after the one it was named (-1: unnamed, labelled, or
-    nobody else above the floor). One pass over the sparse scores of the named candidate rows."""
+    """Per row, the named person its stored scores rank best *below* the one it was named (-1: unnamed, labelled,
+    or nobody else stored below it). Below, not merely other: a trained head (rule 8) may name a face for someone
+    it scores less for in raw space, and the person raw space preferred is then the one the head overruled, not a
+    runner-up. One pass over the sparse scores of the named candidate rows."""
     n = len(person)
     out = np.full(n, -1, np.int64)
     local = np.flatnonzero((person[cand] >= 0) & (human[cand] < 0))
@@ -468,7 +486,10 @@ def _runner_ups(S: "_Scores", cand: np.ndarray, person: np.ndarray, human: np.nd
     sub = S.m[local]
     row = np.repeat(np.arange(local.size), np.diff(sub.indptr))
     given = np.array([col.get(int(p), -1) for p in person[cand[local]].tolist()], dtype=np.int64)
-    vals = np.where(sub.indices == given[row], -np.inf, sub.data)
+    own = np.full(local.size, np.inf)  # the named person's stored score (always stored for a name given)
+    at = sub.indices == given[row]
+    own[row[at]] = sub.data[at]
+    vals = np.where(at | (sub.data >= own[row]), -np.inf, sub.data)
     order = np.lexsort((-vals, row))
     first = order[np.r_[0, np.flatnonzero(np.diff(row[order])) + 1]] if order.size else order
     first = first[np.isfinite(vals[first])]
@@ -515,8 +536,9 @@ def _head_decides(X, human, person, confidence, gap, vetoed, cand, S, bad_local,
     * A face the raw rules named may be moved to another candidate; a face they left unnamed may only be *lifted*,
       and only when exactly one named person clears the head's raw floor for it, counted before any photo rule or
       rejection (the head is never the tie-breaker between people the raw rules could not separate).
-    * Every name given here passes rule 5 in both clusterings, and one below the direct bar also needs rule 6's
-      fine-link tie (so never in an incremental run, which has no fine clustering). Names vouch for nobody."""
+    * Every name given here passes rule 5's group tests (:func:`_someone_else`) in both clusterings, and one below
+      the direct bar also needs rule 6's fine-link tie (so never in an incremental run, which has no fine
+      clustering); rule 7 runs after it. Names vouch for nobody."""
     owner = [col[int(human[i])] for i in evidence]
     taken = _people_by_photo(person, g, person >= 0)
     choice = np.full(len(cand), -1, np.int64)
@@ -634,7 +656,7 @@ def _names_to_check(X: np.ndarray, human: np.ndarray, person: np.ndarray, fine: 
     crops: such groups held two thirds of the relatives' names left, lfw_dev's Tim Henman-like groups are the
     person), so the names stand and one answer settles the group: yes makes them human labels, no "not this person"
     for every face (and they are never given that name again). One question per stricter group and person; never in
-    an incremental run (no stricter clustering)."""
+    an incremental run (no stricter clustering): the next full run asks."""
     if fine is None:
         return []
     auto = np.flatnonzero((person >= 0) & (human < 0) & (fine.clusters >= 0))
@@ -644,23 +666,23 @@ def _names_to_check(X: np.ndarray, human: np.ndarray, person: np.ndarray, fine: 
     labelled = np.array([c for c, held in fine.holders.items() if held], dtype=np.int64)
     c = fine.clusters[auto]
     weak = auto[np.isin(c, ids[counts >= MIN_EVIDENCE_CLUSTER]) & ~np.isin(c, labelled)]
-    out = []
-    for (c, p), rows in _rows_by_pair(weak, fine.clusters[weak], person[weak]):
-        if rows.size < MIN_EVIDENCE_CLUSTER or p not in col:
-            continue
-        mean = X[rows].sum(axis=0, dtype=np.float64)
-        mean = (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)[None, :]
-        score = float(assign_mod.pair_scores(protos, mean, np.zeros(1, np.int64), np.array([col[p]]), strategy)[0])
-        out.append(RawSuggestion("check_names", tuple(rows.tolist()), person=p, score=score, bar=direct))
-    return out
-
-
-def _rows_by_pair(rows: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[tuple[tuple[int, int], np.ndarray]]:
-    """``rows`` split by the pair (a, b)."""
-    out: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for r, x, y in zip(rows.tolist(), a.tolist(), b.tolist()):
-        out[(x, y)].append(r)
-    return [(k, np.asarray(v, dtype=np.int64)) for k, v in sorted(out.items())]
+    weak = weak[np.isin(person[weak], list(col))]
+    if weak.size == 0:
+        return []
+    # one question per (stricter group, person): the rows grouped by one sort, every group's mean face scored at once
+    order = np.lexsort((person[weak], fine.clusters[weak]))
+    weak = weak[order]
+    key = np.stack([fine.clusters[weak], person[weak]], axis=1)
+    cut = np.flatnonzero((np.diff(key, axis=0) != 0).any(axis=1)) + 1
+    groups = [g for g in np.split(weak, cut) if g.size >= MIN_EVIDENCE_CLUSTER]
+    if not groups:
+        return []
+    label = np.repeat(np.arange(len(groups)), [g.size for g in groups])
+    _, M, _ = _mean_faces(X[np.concatenate(groups)], label)
+    who = np.array([col[int(person[g[0]])] for g in groups], dtype=np.int64)
+    scores = assign_mod.pair_scores(protos, M, np.arange(len(groups)), who, strategy)
+    return [RawSuggestion("check_names", tuple(g.tolist()), person=int(person[g[0]]), score=float(v), bar=direct)
+            for g, v in zip(groups, scores)]
 
 
 def _same_person_clusters(X: np.ndarray, clusters: np.ndarray, person: np.ndarray, direct: float,
@@ -914,8 +936,10 @@ def _fine_group_of_its_own(coarse: _EvidenceView | None, fine: _EvidenceView | N
     At the fine link the group is a person of its own; only a coarse group that holds ``p``'s labels and nobody
     else's says which person that may be. A coarse group holding several people's labels has merged different people
     at the link (in a family library: the family), and one holding none says nothing, so the face's own score is all
-    that is left, and for a relative that score lies in the same 0.40-0.50 as the person's own faces. Such a group
-    is asked about as a whole (a suggestion), never named face by face. Measured: in synthetic family libraries of
+    that is left, and for a relative that score lies in the same 0.40-0.50 as the person's own faces. Its faces are
+    asked about (with the rest of their coarse group's unnamed faces, or one by one), never named. Only a full run
+    has a stricter clustering: an incremental run may name such a face on its own score, and the next full run
+    takes the name back and asks (the nightly refresh is that full run). Measured: in synthetic family libraries of
     single-face photos (bench/households.py, no family photos, so no photo rule can help) it took the relatives' faces named
     from ~580 to ~340 per library (12.2 % -> 7.2 %) for known recall 0.962 -> 0.960; on lfw_dev, in every split,
     no face was named there at all (bench/quality.py): the cost is nil where nobody is related."""
@@ -928,19 +952,33 @@ def _fine_group_of_its_own(coarse: _EvidenceView | None, fine: _EvidenceView | N
     return cc < 0 or coarse.holders.get(cc, set()) != {p}
 
 
-def _shared_with_another(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: int, p: int) -> bool:
-    """Face ``i``'s group, at either link, holds human labels of ``p`` and of someone else: the clustering could not
-    part the two people (in a family library, relatives; rule 5's last bullet). There the face's own lead over the
-    runner-up must tell them apart, by more than chance gives between two label sets of one person
-    (``ModelBars.tell_apart``). Measured (bench/households.py): in synthetic family libraries of single-face photos
-    it took the relatives' faces named from ~310 to ~206 per library for known recall 0.955 -> 0.944 (family photos
-    as well: ~56 -> ~47); on lfw_dev no named face sits in such a group (bench/quality.py)."""
+def _co_holders(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: int, p: int) -> set[int]:
+    """The other people whose human labels share face ``i``'s group with ``p``'s, at either link: the clustering could
+    not part them from ``p`` (in a family library, relatives; rule 5's last bullet)."""
+    out: set[int] = set()
     for v in (coarse, fine):
         if v is not None and v.clusters[i] >= 0:
             holders = v.holders.get(int(v.clusters[i]), set())
-            if p in holders and len(holders) > 1:
-                return True
-    return False
+            if p in holders:
+                out |= holders - {p}
+    return out
+
+
+def _too_close_to_call(S: "_Scores", local: int, score: float, others: set[int], col: dict[int, int], tell_apart: float) -> bool:
+    """Rule 5's last bullet: the face (candidate ``local``, ``score`` for its person) leads the best of ``others`` (the
+    people the clustering could not part from its person, :func:`_co_holders`) by less than chance gives between
+    two label sets of one person (``ModelBars.tell_apart``), so the face cannot tell the two apart either. A co-holder
+    not stored is below the floor, which then stands for them. Measured (bench/households.py): in synthetic family
+    libraries of single-face photos it took the relatives' faces named from ~310 to ~206 per library for known
+    recall 0.955 -> 0.944 (family photos as well: ~56 -> ~47); on lfw_dev no named face sits in such a group
+    (bench/quality.py)."""
+    if tell_apart <= 0 or not others:
+        return False
+    cols, vals = S.row(local)
+    rivals = [c for c in (col.get(q) for q in others) if c is not None]
+    stored = vals[np.isin(cols, rivals)] if len(cols) and rivals else vals[:0]
+    rival = float(stored.max()) if stored.size else S.floor
+    return score - rival < tell_apart
 
 
 def _seen_beside(v: _EvidenceView, photo: np.ndarray) -> dict[int, set[int]]:

@@ -77,7 +77,8 @@ class Suggestion:
 
     ``score`` is the evidence (a cosine similarity, or the cluster-level equivalent); ``bar`` is what automatic
     naming would have needed. The queue is ordered by :attr:`priority`: how many faces an answer settles times how
-    close the evidence is to the bar, so the answers that teach the most come first.
+    close the evidence is to the bar, so the answers that teach the most come first (for a name already given,
+    ``check_names``, how close its evidence stayed to the bar from above: the most doubtful names first).
     """
 
     kind: SuggestionKind
@@ -96,7 +97,10 @@ class Suggestion:
 
     @property
     def priority(self) -> float:
-        closeness = 1.0 if self.bar <= 0 else max(0.0, min(1.0, self.score / self.bar))
+        if self.kind in CHECKS_FIRST:  # a name given: the nearer its evidence to the bar, the more doubtful
+            closeness = 1.0 if self.score <= 0 else max(0.0, min(1.0, self.bar / self.score))
+        else:
+            closeness = 1.0 if self.bar <= 0 else max(0.0, min(1.0, self.score / self.bar))
         return self.settles * closeness
 
 

@@ -68,7 +68,8 @@ def index(request: Request, people_offset: int = 0, clusters_offset: int = 0, mi
         try:
             open_ = suggestions_api.list_open(settings, limit=100)
             review = [s for s in open_ if s.get("kind") in ("face_is_person", "cluster_is_person", "check_names")][:30]
-            merges = [s for s in open_ if s.get("kind") == "same_person"][:20]
+            # merges asked for by kind: questions about names given come first and may fill the first hundred
+            merges = suggestions_api.list_open(settings, "same_person", limit=20)
         except FacePipelineError as exc:
             review_error = str(exc)
     ctx.update(

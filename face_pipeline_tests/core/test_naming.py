@@ -563,6 +563,27 @@ def test_a_head_never_breaks_a_tie_nor_names_below_the_bar_without_the_library_a
     assert res.person.tolist()[6:] == [0, -1, -1]
 
 
+def test_rule_7_compares_a_name_the_head_gave_with_people_below_it_not_with_the_one_it_overruled():
+    """Faces at ~0.6 for Ann and ~0.55 for Bob in raw space, both above the direct bar; the head prefers Bob and
+    rule 8 lets it choose. Rule 7's runner-up is a person the face scores less for than its name: Ann, whom the
+    head overruled, is not one, so her labels do not take the head's choice back (they would: raw space prefers her)."""
+    from face_pipeline_tests.core.test_organize import Space
+
+    sp = Space(seed=6)
+    X = np.stack([sp.face(ann=0.95) for _ in range(3)] + [sp.face(bob=0.95) for _ in range(3)]
+                 + [sp.face(ann=0.62, bob=0.56) for _ in range(4)])
+    human = np.array([0] * 3 + [1] * 3 + [-1] * 4)
+    faces = np.arange(6, 10)
+    kw = dict(groups=list(range(len(X))), quality=None, clusters=None, direct=SETTINGS.person_match_threshold,
+              impostor=BARS.impostor, suggest=False)
+    protos = assign_mod.build_prototypes(X[:6], human[:6].tolist())
+    S = assign_mod.person_scores(protos, X[faces])
+    assert (S[:, 0] > S[:, 1]).all() and (S[:, 1] >= kw["direct"]).all()
+    assert (naming.name_faces(X, human, **kw).person[faces] == 0).all()
+    res = naming.name_faces(X, human, head=_AdversarialHead(), **kw)
+    assert (res.person[faces] == 1).all() and not res.vetoed[faces].any()
+
+
 def _lookalike_strangers_named(d: LabelledFaces, split: P.Split, res: naming.Naming, pairs) -> np.ndarray:
     auto = (res.person >= 0) & (split.human < 0) & d.labelled
     return np.flatnonzero(auto & np.isin(d.identity, [small for _, small in pairs]))
