@@ -72,7 +72,7 @@ def _done(result) -> None:
     parts = [f"{k}: {len(v)}" for k, v in (("changed", result.changed), ("unchanged", result.unchanged),
                                            ("skipped (human label)", result.skipped), ("skipped (rejected)", result.rejected),
                                            ("same-photo conflicts", result.conflicts), ("unassigned", result.unassigned)) if v]
-    sync = "Qdrant busy: payload syncs on the next run" if result.synced is None else f"{result.synced} synced to Qdrant"
+    sync = "vector store follows at the next pipeline run" if result.synced is None else f"{result.synced} synced to Qdrant"
     _console().print(f"{result.action}{who}{' (new person)' if result.created else ''}: {', '.join(parts) or 'nothing to change'}; "
                      f"{result.events} events; {sync}", markup=False, highlight=False, soft_wrap=True)
 
