@@ -70,3 +70,30 @@ def test_list_accept_reject_through_the_command(cli_home):
     assert "already names its person" in _one_line_error(*named)
     assert listed[0] == 0 and "Is this Alice?" in listed[1] and "Bob" not in listed[1]
     assert sg.count_suggestions(settings) == 1
+
+
+def test_a_name_given_is_asked_first_and_a_no_from_the_command_takes_it_away(cli_home):
+    """``check_names`` through the command: listed first, worded as a name already given, and ``reject`` takes the
+    name away at once; organise does not give it back."""
+    from face_pipeline.core import organize
+
+    t, settings, cli = cli_home
+    f = t.faces
+    organize.supervised_assignment(settings)
+    with session_scope(settings.sql_url) as s:
+        named = s.get(FaceInstance, f[0][2])
+        assert (named.person_id, named.assignment_source) == (t.alice, "auto")
+    store(settings, [
+        Suggestion("cluster_is_person", tuple(f[3]), person_id=t.bob, score=0.39, bar=0.40),
+        Suggestion("check_names", (f[0][2],), person_id=t.alice, score=0.60, bar=0.40),
+    ])
+    ids = {s.kind: s.id for s in sg.list_suggestions(settings)}
+    out = cli("suggestions", "list")
+    assert "named Alice automatically" in _row(out, ids["check_names"])
+    assert out.index(f"{ids['check_names']} ") < out.index(f"{ids['cluster_is_person']} ")
+    no = cli("suggestions", "reject", str(ids["check_names"]))
+    assert no.startswith("reject_suggestion → Alice") and "unassigned: 1" in no
+    organize.supervised_assignment(settings)
+    with session_scope(settings.sql_url) as s:
+        assert s.get(FaceInstance, f[0][2]).person_id != t.alice
+        assert s.get(FaceRejection, (f[0][2], t.alice)) is not None
