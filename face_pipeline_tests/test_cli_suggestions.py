@@ -89,8 +89,8 @@ def test_a_name_given_is_asked_first_and_a_no_from_the_command_takes_it_away(cli
     ])
     ids = {s.kind: s.id for s in sg.list_suggestions(settings)}
     out = cli("suggestions", "list")
-    assert "named Alice automatically" in _row(out, ids["check_names"])
-    assert out.index(f"{ids['check_names']} ") < out.index(f"{ids['cluster_is_person']} ")
+    assert "Is this face, named Alice automatically, Alice?" in _row(out, ids["check_names"])
+    assert out.index(_row(out, ids["check_names"])) < out.index(_row(out, ids["cluster_is_person"]))
     no = cli("suggestions", "reject", str(ids["check_names"]))
     assert no.startswith("reject_suggestion → Alice") and "unassigned: 1" in no
     organize.supervised_assignment(settings)

@@ -30,8 +30,8 @@ Rules, and why
    * the group holds no label and has a face in a photo beside a group that holds this person's labels: two
      faces of one photo are two people (in a family library, the relatives in the family photos);
    * the face's stricter group holds no label and its coarse group is not this person's alone
-     (:func:`_fine_group_of_its_own`): nothing but the face's own score ties it to this person (in an incremental
-     run, a group without labels is an unknown cluster the last full run left unnamed: the same);
+     (:func:`_fine_group_of_its_own`): nothing but the face's own score ties it to this person (full runs only: an
+     incremental run has no stricter clustering);
    * the group holds this person's labels *and* another's (the link could not part them: in a family library, the
      family), and the face's lead over that other person is within what chance gives between two label sets of
      one person (``ModelBars.tell_apart``, :func:`_too_close_to_call`): the face cannot tell the two apart either.
@@ -241,7 +241,6 @@ def name_faces(
     fine_clusters: np.ndarray | None = None,
     fine_link_quality: float = 0.0,
     tell_apart: float = 0.0,
-    decided_groups: bool = False,
     head=None,
 ) -> Naming:
     """Apply the naming rules (module docstring) to faces ``X`` (N, D), L2-normalised.
@@ -254,9 +253,7 @@ def name_faces(
     ``fine_link_quality`` (the model's :attr:`ModelBars.fine_link_quality`; 0 = none) alone at the fine link are
     tied there through the face they are most like (rule 6). ``tell_apart`` (the model's
     :attr:`ModelBars.tell_apart`; 0 = none) is the lead a face needs over its runner-up inside a group holding both
-    people's labels (rule 5). ``decided_groups``: ``clusters`` are the last full run's decisions (an incremental run:
-    each person's faces one group, each unknown cluster one), so a group without labels is one that run left
-    unnamed (rule 5, :func:`_fine_group_of_its_own`). ``head`` (a promoted
+    people's labels (rule 5). ``head`` (a promoted
     :class:`heads.NamedPersonHead`, or None) may decide among named people (rule 8).
     """
     X = np.asarray(X, dtype=np.float32)
@@ -313,8 +310,6 @@ def name_faces(
 
     # Rule 5: the face's own cluster (and the finer one, when given) may say it is someone else.
     coarse = _view(X, clusters, human, evidence, protos, strategy, floor, cand, S, direct)
-    if coarse is not None:
-        coarse.decided = decided_groups
     fine = _view(X, fine_clusters, human, evidence, protos, strategy, floor, cand, S, direct)
     for v in (coarse, fine):
         if v is not None and photo is not None:
@@ -845,7 +840,6 @@ class _EvidenceView:
     clearing: object = None  # sparse (group row, person column) → unlabelled faces of the group at the direct bar
     beside: dict[int, set[int]] = field(default_factory=dict)  # person → groups seen in a photo beside their labels' groups
     asking: np.ndarray | None = None  # unlabelled faces per group row
-    decided: bool = False  # the groups are the last full run's decisions (an incremental run)
     _members: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
 
     def score(self, c: int, c_p: int) -> float:
@@ -948,18 +942,15 @@ def _fine_group_of_its_own(coarse: _EvidenceView | None, fine: _EvidenceView | N
     that is left, and for a relative that score lies in the same 0.40-0.50 as the person's own faces. Its faces are
     asked about (with the rest of their coarse group's unnamed faces, or one by one), never named.
 
-    Only a full run has a stricter clustering. In an incremental run (``coarse.decided``) the groups are the last
-    full run's decisions, each person's faces and each unknown cluster, and a group without labels is one that run
-    left unnamed with every rule: a new face joining it is not named on its own score either (the next full run
-    decides it with its group and asks), so a batch never names what the nightly run would take back. Measured: in synthetic family libraries of
+    Only a full run has a stricter clustering: an incremental run may name such a face on its own score, and the next
+    full run takes the name back and asks. Vetoing in a batch every face that joins an unknown cluster was tried and
+    dropped: right after a user labels one face of a cluster, its cluster-mates are still an unknown cluster until
+    the next full run, and their new photos went unnamed (a CLI-only home has no nightly run). Measured: in synthetic family libraries of
     single-face photos (bench/households.py, no family photos, so no photo rule can help) it took the relatives' faces named
     from ~580 to ~340 per library (12.2 % -> 7.2 %) for known recall 0.962 -> 0.960; on lfw_dev, in every split,
     no face was named there at all (bench/quality.py): the cost is nil where nobody is related."""
     if fine is None:
-        if coarse is None or not coarse.decided or coarse.clusters[i] < 0:
-            return False
-        cc = int(coarse.clusters[i])
-        return not coarse.holders.get(cc) and coarse.size.get(cc, 0) >= MIN_EVIDENCE_CLUSTER
+        return False
     cf = int(fine.clusters[i])
     if cf < 0 or fine.holders.get(cf) or fine.size.get(cf, 0) < MIN_EVIDENCE_CLUSTER:
         return False

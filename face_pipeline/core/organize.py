@@ -267,7 +267,7 @@ def supervised_assignment(
             clusters=_evidence_clusters(settings, lib, rows, cannot, must), direct=threshold, impostor=impostor,
             fine_clusters=_evidence_clusters(settings, lib, rows, cannot, must, naming.FINE_LINK) if rows is None else None,
             fine_link_quality=bars.fine_link_quality if space == "raw" else 0.0,
-            tell_apart=bars.tell_apart if space == "raw" else 0.0, decided_groups=rows is not None,
+            tell_apart=bars.tell_apart if space == "raw" else 0.0,
             min_quality=settings.person_min_quality, margin=settings.person_margin, strategy=strategy,
             rejected={i: r for i, r in rejected.items() if r}, cannot_link=cannot, candidates=candidates, suggest=rows is None,
             head=head,

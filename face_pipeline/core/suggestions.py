@@ -226,7 +226,8 @@ class SuggestionInfo:
         if self.kind == "cluster_is_person":
             return f"Are these {self.face_count} faces {who(self.person)}?"
         if self.kind == "check_names":
-            return f"Are these {self.face_count} faces, named {who(self.person)} automatically, {who(self.person)}?"
+            these = "Is this face" if self.face_count == 1 else f"Are these {self.face_count} faces"
+            return f"{these}, named {who(self.person)} automatically, {who(self.person)}?"
         if self.person and self.other_person:
             return f"Are {who(self.person)} and {who(self.other_person)} the same person?"
         if self.person:

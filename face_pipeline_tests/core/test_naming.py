@@ -689,11 +689,6 @@ def test_a_group_without_labels_vetoes_unless_most_of_its_faces_clear_the_bar_on
     # An incremental run (one new face, no stricter clustering) asks the whole group, not the batch.
     alone = naming.name_faces(X, human, **{**kw, "clusters": clusters, "fine_clusters": None}, candidates=[int(rows[0])])
     assert alone.person[rows[0]] == res.person[rows[0]]
-    # In organise's incremental run the groups are the last full run's decisions: a group without labels is an
-    # unknown cluster that run left unnamed, and a new face joining it is not named on its own score either.
-    batch = naming.name_faces(X, human, **{**kw, "clusters": clusters, "fine_clusters": None}, candidates=[int(rows[0])],
-                              decided_groups=True)
-    assert batch.person[rows[0]] < 0 and batch.vetoed[rows[0]]
     monkeypatch.setattr(naming, "MAJORITY", 0.0)
     assert (naming.name_faces(X, human, **kw).person[rows] == 0).all()
 

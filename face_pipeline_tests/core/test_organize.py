@@ -502,6 +502,21 @@ def test_organize_new_faces_joins_known_people_and_existing_clusters(library):
     assert_consistent(settings)
 
 
+def test_a_batch_names_new_photos_of_someone_just_labelled_out_of_an_unknown_cluster(library):
+    """Label one face of an unknown cluster, then a batch brings more photos of that person, before any full run:
+    until one runs, the labelled face's cluster-mates are still an unknown cluster, and the new photos nearest them
+    must still get the name (a CLI-only home has no nightly run to do it later)."""
+    settings, sp = library.settings, library.space
+    who = standard_scene(library)
+    organize.supervised_assignment(settings)
+    organize.cluster_unknown(settings)
+    uma = label(settings, who["uma"][:1], "Uma")
+    assert face(settings, who["uma"][1]).person_id is None  # her cluster-mates wait for the next full run
+    new = library.add_batch("b2", photos_of(sp, "n", "uma", 4))
+    organize.organize_new_faces(settings, new)
+    assert all(face(settings, f).person_id == uma for f in new)
+
+
 def test_organize_new_faces_groups_a_new_stranger_without_waiting_for_the_nightly_run(library):
     """Two photos of someone new in one batch: they match nobody and no existing cluster, so they form a new
     unknown cluster at once (a person can name it the same day); a lone stranger stays alone."""
