@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 SuggestionKind = Literal["face_is_person", "cluster_is_person", "check_names", "same_person"]
 SUGGESTION_KINDS: tuple[str, ...] = ("face_is_person", "cluster_is_person", "check_names", "same_person")
+#: Kinds that always ask "are these faces this person?" (one group of faces, one candidate).
+TO_PERSON_KINDS: tuple[str, ...] = ("face_is_person", "cluster_is_person", "check_names")
 #: Kinds whose questions are about names automation already gave: listed first (a wrong name is far worse than a
 #: missing one, so the answers that take wrong names away come before those that add names).
 CHECKS_FIRST: tuple[str, ...] = ("check_names",)
@@ -255,7 +257,7 @@ def _canonical(s: Suggestion) -> Suggestion:
         raise InvalidInput(f"unknown suggestion kind {s.kind!r} (one of {', '.join(SUGGESTION_KINDS)})")
     a = tuple(sorted({f for f in s.face_ids if f}))
     b = tuple(sorted({f for f in s.other_face_ids if f} - set(a)))
-    if s.kind in ("face_is_person", "cluster_is_person", "check_names"):
+    if s.kind in TO_PERSON_KINDS:
         if not s.person_id or s.other_person_id or b:
             raise InvalidInput(f"a {s.kind} suggestion names one candidate person and one group of faces")
         if not a or (s.kind == "face_is_person" and len(a) != 1):

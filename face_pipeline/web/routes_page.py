@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from face_pipeline.core.errors import FacePipelineError, NotFound
+from face_pipeline.core.suggestions import TO_PERSON_KINDS
 from face_pipeline.web import suggestions_api, views
 from face_pipeline.web.app import current_caller
 from face_pipeline.web.auth import COOKIE, Caller
@@ -67,7 +68,7 @@ def index(request: Request, people_offset: int = 0, clusters_offset: int = 0, mi
     if suggestions_api.available():
         try:
             open_ = suggestions_api.list_open(settings, limit=100)
-            review = [s for s in open_ if s.get("kind") in ("face_is_person", "cluster_is_person", "check_names")][:30]
+            review = [s for s in open_ if s.get("kind") in TO_PERSON_KINDS][:30]
             # merges asked for by kind: questions about names given come first and may fill the first hundred
             merges = suggestions_api.list_open(settings, "same_person", limit=20)
         except FacePipelineError as exc:
