@@ -673,11 +673,8 @@ def _names_to_check(X: np.ndarray, human: np.ndarray, person: np.ndarray, fine: 
     if weak.size == 0:
         return []
     # one question per (stricter group, person): the rows grouped by one sort, every group's mean face scored at once
-    order = np.lexsort((person[weak], fine.clusters[weak]))
-    weak = weak[order]
-    key = np.stack([fine.clusters[weak], person[weak]], axis=1)
-    cut = np.flatnonzero((np.diff(key, axis=0) != 0).any(axis=1)) + 1
-    groups = [g for g in np.split(weak, cut) if g.size >= MIN_EVIDENCE_CLUSTER]
+    pair = fine.clusters[weak] * (int(person[weak].max()) + 1) + person[weak]
+    groups = [g for _, g in _rows_by(weak, pair) if g.size >= MIN_EVIDENCE_CLUSTER]
     if not groups:
         return []
     label = np.repeat(np.arange(len(groups)), [g.size for g in groups])
