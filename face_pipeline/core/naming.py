@@ -92,7 +92,7 @@ Rules, and why
    library these are the relatives who stand beside the person in family photos, and a relative's other photos
    are nearer the relative than the person (synthetic families, bench/households.py); every "no" a user gives
    holds back the faces most like the one they rejected. The human labels of the face's runner-up (the named
-   person it scores second best for) are known not to be the person too: a face nearer one of them than any of
+   person it scores best for below the name it was given) are known not to be the person too: a face nearer one of them than any of
    the person's own labels is between two named people, as a relative between two named relatives is, and is
    asked about. Nothing automation named is used here.
    The same holds for groups: a group with a face in a photo beside a group that holds the person's labels is
@@ -132,7 +132,7 @@ class ModelBars:
     #: like (rule 6). 0 = not measured: every face needs its own fine tie.
     fine_link_quality: float = 0.0
     #: How far one face's scores against two sets of 3 human labels of the *same* person lie apart by chance (90th
-    #: percentile): a lead over the runner-up smaller than this does not tell two people apart. Read only where the
+    #: percentile): a lead over another person smaller than this does not tell the two apart. Read only where the
     #: clustering could not part the two either (rule 5: a group holding both people's labels). 0 = not measured.
     tell_apart: float = 0.0
 
@@ -252,8 +252,8 @@ def name_faces(
     every row without a human label). ``direct`` names, ``impostor`` bounds suggestions (rule 3). Faces below
     ``fine_link_quality`` (the model's :attr:`ModelBars.fine_link_quality`; 0 = none) alone at the fine link are
     tied there through the face they are most like (rule 6). ``tell_apart`` (the model's
-    :attr:`ModelBars.tell_apart`; 0 = none) is the lead a face needs over its runner-up inside a group holding both
-    people's labels (rule 5). ``head`` (a promoted
+    :attr:`ModelBars.tell_apart`; 0 = none) is the lead a face needs over another person whose labels share its
+    group (rule 5). ``head`` (a promoted
     :class:`heads.NamedPersonHead`, or None) may decide among named people (rule 8).
     """
     X = np.asarray(X, dtype=np.float32)
@@ -937,15 +937,16 @@ def _fine_group_of_its_own(coarse: _EvidenceView | None, fine: _EvidenceView | N
     else's says which person that may be. A coarse group holding several people's labels has merged different people
     at the link (in a family library: the family), and one holding none says nothing, so the face's own score is all
     that is left, and for a relative that score lies in the same 0.40-0.50 as the person's own faces. Its faces are
-    asked about (with the rest of their coarse group's unnamed faces, or one by one), never named.
+    asked about (with the rest of their coarse group's unnamed faces, or one by one), never named. Measured: in
+    synthetic family libraries of single-face photos (bench/households.py, no family photos, so no photo rule can
+    help) it took the relatives' faces named from ~580 to ~340 per library (12.2 % -> 7.2 %) for known recall
+    0.962 -> 0.960; on lfw_dev, in every split, no face was named there at all (bench/quality.py): the cost is nil
+    where nobody is related.
 
     Only a full run has a stricter clustering: an incremental run may name such a face on its own score, and the next
     full run takes the name back and asks. Vetoing in a batch every face that joins an unknown cluster was tried and
     dropped: right after a user labels one face of a cluster, its cluster-mates are still an unknown cluster until
-    the next full run, and their new photos went unnamed (a CLI-only home has no nightly run). Measured: in synthetic family libraries of
-    single-face photos (bench/households.py, no family photos, so no photo rule can help) it took the relatives' faces named
-    from ~580 to ~340 per library (12.2 % -> 7.2 %) for known recall 0.962 -> 0.960; on lfw_dev, in every split,
-    no face was named there at all (bench/quality.py): the cost is nil where nobody is related."""
+    the next full run, and their new photos went unnamed (a CLI-only home has no nightly run)."""
     if fine is None:
         return False
     cf = int(fine.clusters[i])
