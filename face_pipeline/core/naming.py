@@ -11,11 +11,15 @@ Rules, and why
    the bar against his brother's three labels pulled the other 505 after them.
 2. **No vouching.** A face is named on its own similarity to the person's human labels. Faces named in the
    same run never vouch for further faces, so no chain (through look-alikes, through children's faces, which
-   all look alike) can carry a name; chains become suggestions.
-3. **The impostor bar.** No face is named, nor even suggested as a face, when its similarity to the person lies
+   all look alike) can carry a name; chains become suggestions, one confirmed step at a time
+   (:func:`_chain_questions`: a person growing up is found across the years by their own photos, each step
+   answered by a person before the next is asked).
+3. **The impostor bar.** No face is named, nor suggested on its own score, when its similarity to the person lies
    inside the model's impostor range: the 99.99th percentile of the cosine between faces of different people,
    measured per model (:data:`MODEL_BARS`). A face is named only at the *direct bar* (the setting
-   ``person_match_threshold``), which sits above it; between the two bars it becomes a suggestion.
+   ``person_match_threshold``), which sits above it; between the two bars it becomes a suggestion. The one
+   question about a face inside the range is a step of a chain of the person's own photos (a child's face is far
+   from the adult's labels by nature): its evidence is the step, a pair at the direct bar (:func:`_chain_questions`).
 4. **Low-quality faces carry no name.** A human-labelled face whose quality score is below ``min_quality``
    (tiny, blurred, strongly turned) is not used as a prototype: such faces sit close to everyone's low-quality
    faces and would name strangers through them. It keeps its own label.
@@ -109,7 +113,7 @@ Everything here is plain numpy on arrays indexed by face row; :mod:`organize` ma
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
@@ -190,6 +194,7 @@ class RawSuggestion:
     other_rows: tuple[int, ...] = ()
     score: float = 0.0
     bar: float = 0.0
+    floor: float = 0.0  # where the evidence starts to count (:attr:`suggestions.Suggestion.floor`)
     cluster: int | None = None
     other_cluster: int | None = None
 
@@ -241,6 +246,7 @@ def name_faces(
     fine_clusters: np.ndarray | None = None,
     fine_link_quality: float = 0.0,
     tell_apart: float = 0.0,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     head=None,
 ) -> Naming:
     """Apply the naming rules (module docstring) to faces ``X`` (N, D), L2-normalised.
@@ -253,7 +259,9 @@ def name_faces(
     ``fine_link_quality`` (the model's :attr:`ModelBars.fine_link_quality`; 0 = none) alone at the fine link are
     tied there through the face they are most like (rule 6). ``tell_apart`` (the model's
     :attr:`ModelBars.tell_apart`; 0 = none) is the lead a face needs over another person whose labels share its
-    group (rule 5). ``head`` (a promoted
+    group (rule 5). ``neighbours`` (indices, similarities), each (N, k): the nearest faces of every face, as the
+    clustering's graph holds them; with it, chains of a person's own photos become questions (:func:`_chain_questions`).
+    ``head`` (a promoted
     :class:`heads.NamedPersonHead`, or None) may decide among named people (rule 8).
     """
     X = np.asarray(X, dtype=np.float32)
@@ -392,6 +400,10 @@ def name_faces(
         out.suggestions = _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strategy, clusters,
                                        labelled_in, vetoed, direct, impostor, col, partners)
         out.suggestions += _names_to_check(X, human, person, fine, protos, strategy, col, direct)
+        if neighbours is not None:
+            out.suggestions += _chain_questions(person, human, cand, S, bad_local, col, neighbours, clusters,
+                                                None if fine is None else fine.clusters, labelled_in, photo, good, partners,
+                                                out.suggestions, direct=direct, impostor=impostor, tell_apart=tell_apart)
     return out
 
 
@@ -605,7 +617,12 @@ def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strate
         return {b for i in groups_of[c] if i in local_of for b in bad_local.get(local_of[i], ())}
 
     # Groups: one question per unknown group whose mean face reaches the impostor bar for one person, or that
-    # holds one person's labels (a chain: the group knows, the faces alone did not clear the bar).
+    # holds one person's labels (a chain: the group knows, the faces alone did not clear the bar). A label-less
+    # group's mean face picks the candidate, but its evidence (the score, hence its place in the queue) is the
+    # median of its faces' own scores: a group's mean face averages its noise away and sits closer to anyone alike
+    # than its faces do (rule 6: a look-alike's group at 0.43-0.48 by its mean, 0.30 by its faces), and the bars
+    # are single-face measures.
+    pending: list[tuple[int, int]] = []  # (group, candidate column) of label-less groups, scored by their faces below
     for c in multi:
         rows = groups_of[c]
         holders = labelled_in.get(c, set())
@@ -616,14 +633,24 @@ def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strate
                 continue
             m = M[group_row[c]][None, :].astype(np.float32)  # the score itself, even below the floor: the group knows
             score = float(assign_mod.pair_scores(protos, m, np.zeros(1, np.int64), np.array([c_p]), strategy)[0])
-        else:
+            floor = 0.0  # the labels in the group are the evidence, not how far the mean face got
+        else:  # a label-less group: asked below, once its faces are scored
             cols, vals = G.row(group_row[c], banned)
             if not len(cols):
                 continue
-            c_p, score = int(cols[np.argmax(vals)]), float(vals.max())
-            if score < impostor:
-                continue
-        out.append(RawSuggestion("cluster_is_person", tuple(rows), person=int(pers[c_p]), score=score, bar=direct, cluster=c))
+            c_p = int(cols[np.argmax(vals)])
+            if vals.max() >= impostor:
+                pending.append((c, c_p))
+            continue
+        out.append(RawSuggestion("cluster_is_person", tuple(rows), person=int(pers[c_p]), score=score, bar=direct, floor=floor,
+                                 cluster=c))
+    if pending:
+        f = np.concatenate([groups_of[c] for c, _ in pending])
+        q = np.repeat([c_p for _, c_p in pending], [len(groups_of[c]) for c, _ in pending])
+        each = assign_mod.pair_scores(protos, X, f, q, strategy)
+        for (c, c_p), v in zip(pending, np.split(each, np.cumsum([len(groups_of[c]) for c, _ in pending])[:-1])):
+            out.append(RawSuggestion("cluster_is_person", tuple(groups_of[c]), person=int(pers[c_p]), score=float(np.median(v)),
+                                     bar=direct, floor=impostor, cluster=c))
 
     # Single faces: between the bars, or vetoed by their cluster without forming a group of their own.
     for i in np.flatnonzero(unnamed).tolist():
@@ -634,7 +661,7 @@ def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strate
             continue
         c_p = int(cols[np.argmax(vals)])
         if vals.max() >= impostor:
-            out.append(RawSuggestion("face_is_person", (i,), person=int(pers[c_p]), score=float(vals.max()), bar=direct,
+            out.append(RawSuggestion("face_is_person", (i,), person=int(pers[c_p]), score=float(vals.max()), bar=direct, floor=impostor,
                                      cluster=int(clusters[i]) if clusters is not None and clusters[i] >= 0 else None))
 
     # Two people who may be one: their labels' centroids at the direct bar.
@@ -683,6 +710,117 @@ def _names_to_check(X: np.ndarray, human: np.ndarray, person: np.ndarray, fine: 
     scores = assign_mod.pair_scores(protos, M, np.arange(len(groups)), who, strategy)
     return [RawSuggestion("check_names", tuple(g.tolist()), person=int(person[g[0]]), score=float(v), bar=direct)
             for g, v in zip(groups, scores)]
+
+
+def _chain_questions(person: np.ndarray, human: np.ndarray, cand: np.ndarray, S: "_Scores", bad_local: dict[int, set[int]],
+                     col: dict[int, int], neighbours: tuple[np.ndarray, np.ndarray], clusters: np.ndarray | None,
+                     fine: np.ndarray | None, holders: dict[int, set[int]], photo: np.ndarray | None, good: np.ndarray,
+                     partners: dict[int, set[int]], asked: list[RawSuggestion], *, direct: float, impostor: float,
+                     tell_apart: float) -> list[RawSuggestion]:
+    """"Are these X?" about a person's photos that the person's own photos lead to one step at a time: the years.
+
+    A child's face is far from the same person's adult labels (and near every other child's), so no score against
+    the labels can name it or even ask about it; what ties it to the person is a chain of their own photos across
+    the years, each a close neighbour of the next. Rule 2 forbids naming along a chain (faces named in a run vouch
+    for nobody), so a chain becomes a question, one step at a time: an unnamed face whose nearest neighbours
+    include a face of person X (a good human label or a face named X) at the direct bar or above, a pair as close
+    as a face must be to a label to be named. A person confirms the step (yes makes the faces labels), and the next
+    organise asks about the step after it. Wrong steps cost one "no", which rule 7 then reads as known not-X.
+
+    What a step is not: two faces of one photo (two people, however alike: siblings photographed together); a pair
+    a person called different people; a poor label (rule 4); a face between two people, where another named
+    person's face, or the face's own score for another person, comes within ``tell_apart`` of the step (what chance
+    gives between two label sets of one person). A model nobody measured (``tell_apart`` 0, a learned space) asks
+    no chain questions.
+
+    The question is about the face's stricter group (at :data:`FINE_LINK`, its tightest neighbourhood; the
+    clustering at the link when there is none, the face alone when it is in no group): a coarse group of children
+    holds many people, the stricter one rarely; where the stricter group is contested too (several people's steps
+    reach it), each of its faces is asked about on its own step. Left out of a question: faces in a photo that
+    holds X already, faces whose group at the link holds other people's
+    labels and not X's (rule 5); none is asked about X when one of its faces was rejected for X (as for group
+    questions). Where a question about mostly the same faces and X is asked already (their larger
+    group, on its faces' scores), the step lifts that question's evidence to the step's (``asked`` is updated in
+    place) instead of asking twice; a step inside a larger mixed group is asked on its own.
+
+    ``neighbours`` is the kNN graph the clustering used (edges in both directions are read); cost O(N k)."""
+    if tell_apart <= 0:
+        return []
+    idx, sims = neighbours
+    n, k = idx.shape
+    unnamed = np.zeros(n, bool)
+    unnamed[cand[person[cand] < 0]] = True
+    named = (person >= 0) & np.isin(person, list(col)) & ((human < 0) | good)
+    a = np.repeat(np.arange(n), k)
+    b, v = idx.ravel(), sims.ravel()
+    keep = (b >= 0) & (v >= direct - tell_apart)  # competitors within tell_apart of a step count too
+    a, b, v = a[keep], b[keep], v[keep]
+    if photo is not None:
+        apart = photo[a] != photo[b]
+        a, b, v = a[apart], b[apart], v[apart]
+    fwd, back = unnamed[a] & named[b], named[a] & unnamed[b]
+    face = np.concatenate([a[fwd], b[back]])
+    other = np.concatenate([b[fwd], a[back]])
+    link = np.concatenate([v[fwd], v[back]]).astype(np.float64)
+    if partners:  # "different people" answers hold, whoever named the other face
+        said = np.array([int(o) in partners.get(int(f), ()) for f, o in zip(face, other)], bool)
+        face, other, link = face[~said], other[~said], link[~said]
+    if face.size == 0 or link.max() < direct:
+        return []
+    to = person[other]
+    local_of = {int(i): local for local, i in enumerate(cand.tolist())}
+    grouping = fine if fine is not None else clusters
+    unit = np.where(grouping[face] >= 0, grouping[face], -1 - face) if grouping is not None else -1 - face
+    members = {}
+    if grouping is not None:
+        free = np.flatnonzero(unnamed & (grouping >= 0))
+        members = {c: rows for c, rows in _rows_by(free, grouping[free])}
+    in_photo: dict[int, set[int]] = defaultdict(set)
+    if photo is not None:
+        for i in np.flatnonzero(person >= 0):
+            in_photo[int(photo[i])].add(int(person[i]))
+    covering: dict[tuple[int, int], int] = {(int(i), r.person): q for q, r in enumerate(asked)
+                                            if r.kind in ("cluster_is_person", "face_is_person") for i in r.rows}
+    def step(rows: np.ndarray, faces: np.ndarray) -> RawSuggestion | None:
+        """The question about ``faces`` that the edges ``rows`` make, or None (no step, or between two people)."""
+        best: dict[int, float] = {}
+        for p, s in zip(to[rows].tolist(), link[rows].tolist()):
+            best[p] = max(best.get(p, -1.0), s)
+        ranked = sorted(best.items(), key=lambda t: -t[1])
+        p, s = ranked[0]
+        if s < direct or (len(ranked) > 1 and s - ranked[1][1] <= tell_apart):
+            return None
+        c_p = col[p]
+        if any(c_p in bad_local.get(local_of.get(int(f), -1), ()) for f in faces):
+            return None  # someone said one of these is not X: the group is not asked about X again
+        rivals = [v for f in faces if int(f) in local_of for c, v in zip(*S.row(local_of[int(f)])) if c != c_p]
+        if rivals and max(rivals) >= s - tell_apart:
+            return None  # the faces' own scores for someone else are as near as the step
+        faces = np.array([f for f in faces if p not in in_photo.get(int(photo[f]) if photo is not None else -1, ())
+                          and not (clusters is not None and clusters[f] >= 0 and holders.get(int(clusters[f]))
+                                   and p not in holders[int(clusters[f])])], dtype=np.int64)
+        if faces.size == 0:
+            return None
+        kind = "cluster_is_person" if faces.size > 1 else "face_is_person"
+        return RawSuggestion(kind, tuple(int(f) for f in faces), person=p, score=s, bar=direct, floor=impostor)
+
+    out = []
+    for u, rows in _rows_by(np.arange(face.size), unit):
+        found = [step(rows, members.get(u) if u >= 0 else np.array([-1 - u]))]
+        if found[0] is None and u >= 0:  # a contested group (a group of many children): each face's own step
+            found = [step(r, np.array([f])) for f, r in _rows_by(rows, face[rows])]
+        for q in found:
+            if q is None:
+                continue
+            over = {covering.get((int(f), q.person)) for f in q.rows}
+            if len(over) == 1 and None not in over:
+                (n_q,) = over
+                if 2 * len(q.rows) > len(asked[n_q].rows):  # the step is most of a question asked already: lift it
+                    if asked[n_q].score < q.score or asked[n_q].floor > impostor:
+                        asked[n_q] = replace(asked[n_q], score=max(asked[n_q].score, q.score), floor=min(asked[n_q].floor, impostor))
+                    continue
+            out.append(q)
+    return out
 
 
 def _same_person_clusters(X: np.ndarray, clusters: np.ndarray, person: np.ndarray, direct: float,

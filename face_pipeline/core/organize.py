@@ -206,6 +206,20 @@ def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | N
     return labels
 
 
+def _clustering_graph(settings: Settings, lib: Library, lowest: float) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph the clusterings read (their method's neighbours), from the library's :class:`NeighbourCache`,
+    kept down to the lowest floor any reader needs (the link's, the stricter link's, ``lowest``: chain questions
+    weigh competitors a little under the direct bar), so that it is computed once per organise for all of them."""
+    from face_pipeline.core.clustering.neighbours import _normalise, neighbour_graph
+
+    spec = cluster_mod.REGISTRY[settings.unknown_method]
+    floor = min(spec.floor(settings.unknown_threshold), spec.floor(naming.FINE_LINK), lowest)
+    k, Xn = int(settings.unknown_knn or spec.k), _normalise(lib.X)
+    if Xn is lib.X:  # the clustering shares this graph (it shares it only for vectors already unit-length)
+        return lib.neighbours.graph(lib.X, k, floor=floor, seed=0)
+    return neighbour_graph(Xn, k, floor=floor, seed=0)
+
+
 def _poor_below(settings: Settings, lib: Library) -> float:
     """The quality under which clustering places a face by its group: the model's measured ``fine_link_quality`` in
     the recogniser's own space, 0 (off) in a learned space, where nobody measured how poor faces link."""
@@ -262,6 +276,9 @@ def supervised_assignment(
         # (naming rule 7), whichever run they arrive in.
         row_of = lib.row_of
         rejected = {row_of[f]: {pindex[p] for p in ps if p in pindex} for f, ps in lib.rejections.items() if f in row_of}
+        # Chain questions read the clustering's own kNN graph (full runs only, as all suggestions): asked for here,
+        # before the stricter clustering asks for it at its higher floor, it is built once for both.
+        graph = _clustering_graph(settings, lib, lowest=threshold - bars.tell_apart) if rows is None and space == "raw" else None
         result = naming.name_faces(
             lib.X, human, groups=lib.image_ids, quality=lib.quality_scores,
             clusters=_evidence_clusters(settings, lib, rows, cannot, must), direct=threshold, impostor=impostor,
@@ -270,7 +287,7 @@ def supervised_assignment(
             tell_apart=bars.tell_apart if space == "raw" else 0.0,
             min_quality=settings.person_min_quality, margin=settings.person_margin, strategy=strategy,
             rejected={i: r for i, r in rejected.items() if r}, cannot_link=cannot, candidates=candidates, suggest=rows is None,
-            head=head,
+            neighbours=graph, head=head,
         )
         rep.persons = len({int(p) for p in human[human >= 0]})
         rep.vetoed = int(result.vetoed.sum())
@@ -303,7 +320,7 @@ def _suggestion(lib: Library, persons: list[str], r: naming.RawSuggestion) -> Su
         kind=r.kind, face_ids=tuple(lib.face_ids[i] for i in r.rows),
         person_id=persons[r.person] if r.person is not None else None,
         other_person_id=persons[r.other_person] if r.other_person is not None else None,
-        other_face_ids=tuple(lib.face_ids[i] for i in r.other_rows), score=round(r.score, 5), bar=round(r.bar, 5),
+        other_face_ids=tuple(lib.face_ids[i] for i in r.other_rows), score=round(r.score, 5), bar=round(r.bar, 5), floor=round(r.floor, 5),
         cluster_id=shown_cluster(r.rows) if r.rows else None, other_cluster_id=shown_cluster(r.other_rows) if r.other_rows else None,
     )
 

@@ -63,7 +63,7 @@ def _queue(suggestions) -> list:
 
     def priority(s) -> float:
         rows = tuple(map(str, s.rows)) if s.rows else ()
-        return Suggestion(s.kind, rows, other_face_ids=tuple(map(str, s.other_rows)), score=s.score, bar=s.bar).priority
+        return Suggestion(s.kind, rows, other_face_ids=tuple(map(str, s.other_rows)), score=s.score, bar=s.bar, floor=s.floor).priority
 
     return sorted(suggestions, key=lambda s: (s.kind not in CHECKS_FIRST, -priority(s), -s.score))
 
@@ -105,7 +105,10 @@ def _answer(d: LabelledFaces, a: Answered, s) -> None:
     ids = lambda rows: Counter(i for i in (_identity(d, r) for r in rows) if i is not None)  # noqa: E731
     left, right = ids(s.rows), ids(s.other_rows)
     top = left.most_common(1)[0][0] if left else None
-    both = top is not None and right and right.most_common(1)[0][0] == top
+    # "mostly one person": that person holds more than half of each group's faces (a group of many children with
+    # 11 of one child's 268 faces is not a person, and a user says no to it)
+    both = (top is not None and bool(right) and right.most_common(1)[0][0] == top
+            and 2 * left[top] > len(s.rows) and 2 * right[top] > len(s.other_rows))
     a.answers += 1
     if not both:
         a.cannot_link += [(x, y) for x in s.rows[:PAIR_SIDE_LIMIT] for y in s.other_rows[:PAIR_SIDE_LIMIT]]

@@ -171,6 +171,23 @@ def cluster_everyone(d: LabelledFaces, cfg: OursConfig | None = None, threshold:
     return labels, time.perf_counter() - t0
 
 
+def neighbours_of(d: LabelledFaces, cfg: OursConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph the product's clustering reads (its method's k), computed once per library object: naming
+    reads it for chain questions, and the review-queue simulation re-runs naming many times on one library."""
+    from face_pipeline.core.cluster import REGISTRY
+    from face_pipeline.core.clustering.neighbours import neighbour_graph
+    from face_pipeline.core.naming import FINE_LINK
+
+    spec = REGISTRY[cfg.method]
+    floor = min(spec.floor(cfg.threshold), spec.floor(FINE_LINK), cfg.direct - cfg.tell_apart)  # as organize asks for it
+    key = (cfg.method, float(floor))
+    cached = getattr(d, "_neighbours", None)
+    if cached is None or cached[0] != key:
+        cached = (key, neighbour_graph(d.X, spec.k, floor=floor))
+        d._neighbours = cached  # type: ignore[attr-defined]
+    return cached[1]
+
+
 def run_ours(d: LabelledFaces, split: Split, clusters: np.ndarray, cfg: OursConfig | None = None, fine: np.ndarray | None = None,
              rejected: dict[int, set[int]] | None = None, cannot_link: list[tuple[int, int]] = ()):
     """(person, groups, seconds, naming) of the product's rules for ``split`` on precomputed ``clusters`` (and the
@@ -180,10 +197,11 @@ def run_ours(d: LabelledFaces, split: Split, clusters: np.ndarray, cfg: OursConf
 
     cfg = _defaults(cfg or OursConfig())
     t0 = time.perf_counter()
+    graph = neighbours_of(d, cfg)
     res = name_faces(d.X, split.human, groups=d.photo.tolist(), quality=d.quality, clusters=clusters, direct=cfg.direct,
                      impostor=cfg.impostor, min_quality=cfg.min_quality, group_names=cfg.group_names,
                      fine_clusters=fine, fine_link_quality=cfg.fine_link_quality, tell_apart=cfg.tell_apart, rejected=rejected,
-                     cannot_link=cannot_link)
+                     cannot_link=cannot_link, neighbours=graph)
     groups = unknown_groups(clusters, res.person, min_size=2)
     return res.person, groups, time.perf_counter() - t0, res
 

@@ -774,3 +774,135 @@ def test_names_given_on_the_weakest_tie_are_put_to_the_user():
     assert checks[0].score >= kw["direct"]
     alone = naming.name_faces(X, human, clusters=coarse, fine_clusters=None, candidates=other.tolist(), **kw)
     assert not [s for s in alone.suggestions if s.kind == "check_names"]
+
+
+
+def _ages(sp, who: str, ages: int, photos: int = 4) -> list[list[np.ndarray]]:
+    """``who`` photographed at ``ages`` ages (``photos`` each, age 0 the oldest): each age mixes two directions of
+    the face's own path with the next one's, so one age is a close neighbour of the next (~0.5) and nothing like an
+    age two steps away (~0.2, inside the impostor range)."""
+    return [[sp.face(**{f"{who}{t}": 0.55, f"{who}{t + 1}": 0.55, f"{who}{t + 2}": 0.4}) for _ in range(photos)] for t in range(ages)]
+
+
+def _growing_up(seed: int = 3):
+    """Pat at five ages (3 photos of the oldest labelled), Quinn (3 labels, 2 more photos) and a stranger (4
+    photos), grouped as a clustering that cut Pat at every age."""
+    from face_pipeline_tests.core.test_organize import Space
+
+    sp = Space(seed=seed)
+    X = np.stack([f for age in _ages(sp, "pat", 5) for f in age] + [sp.face(q=0.8) for _ in range(5)] + [sp.face(x=0.8) for _ in range(4)])
+    pat = [np.arange(4 * t, 4 * t + 4) for t in range(5)]
+    human = np.full(len(X), -1)
+    human[pat[0][:3]] = 0
+    human[20:23] = 1
+    groups = np.array([t for t in range(5) for _ in range(4)] + [5] * 5 + [6] * 4)
+    return X, human, groups, pat, np.arange(25, 29)
+
+
+def _graph(X: np.ndarray):
+    from face_pipeline.core.clustering.neighbours import knn_graph
+
+    return knn_graph(X, 8)
+
+
+def _kw(X: np.ndarray, groups: np.ndarray, neighbours=True) -> dict:
+    return dict(groups=list(range(len(X))), quality=None, clusters=groups, fine_clusters=groups, direct=SETTINGS.person_match_threshold,
+                impostor=BARS.impostor, tell_apart=BARS.tell_apart, neighbours=_graph(X) if neighbours else None)
+
+
+def test_a_person_growing_up_is_found_one_confirmed_step_at_a_time():
+    """Issue 7's ageing library: a child's face is far from the adult's labels, so no score against them can name
+    it or even ask about it on its own. A chain of the person's own photos can: the age next to one already named
+    is asked about ("are these Pat?", its evidence the closest pair, at the direct bar), never named, and once a
+    person says yes the age after it is reachable. The stranger is never asked about as Pat, and no question
+    skips an age (each step starts from photos that are Pat's already)."""
+    X, human, groups, pat, stranger = _growing_up()
+    kw = _kw(X, groups)
+    assert (X[pat[2]] @ X[human == 0].T).max() < BARS.impostor  # two ages away: inside the impostor range of the labels
+    assert all((X[pat[t]] @ X[pat[t + 1]].T).max() >= kw["direct"] for t in range(4))  # each age a close neighbour of the next
+    without = naming.name_faces(X, human, **{**kw, "neighbours": None})
+    assert not [s for s in without.suggestions if s.person == 0 and set(s.rows) & set(pat[2].tolist())]  # no chain, no question
+    confirmed = []
+    for _ in range(5):
+        res = naming.name_faces(X, human, **kw)
+        assert (res.person[stranger] < 0).all()
+        pats = (human == 0) | (res.person == 0)
+        steps = [s for s in res.suggestions if s.kind in ("cluster_is_person", "face_is_person") and s.person == 0 and not pats[list(s.rows)].all()]
+        assert not [s for s in steps if set(s.rows) & set(stranger.tolist())]
+        if not steps:
+            break
+        step = max(steps, key=lambda s: s.score)
+        assert step.score >= kw["direct"] and step.floor == BARS.impostor
+        (t,) = {t for t in range(5) for i in step.rows if i in pat[t]}
+        assert t >= 1 and pats[pat[t - 1]].all()  # the step starts from Pat's photos
+        assert not pats[np.concatenate(pat[t:])].any()  # and nothing past it is named Pat before it is confirmed
+        human[list(step.rows)] = 0  # a person says yes
+        confirmed.append(t)
+    final = naming.name_faces(X, human, **kw)
+    assert (final.person[np.concatenate(pat)] == 0).all(), confirmed
+    assert (final.person[stranger] < 0).all()
+    assert confirmed and confirmed == sorted(confirmed)
+
+
+def test_a_step_between_two_named_people_is_not_asked():
+    """A face whose closest named faces are two people's, within what chance gives between two label sets of one
+    person (``tell_apart``), is between them: the step cannot say whose it is, so no chain question asks. Pat and
+    Quinn each at two ages (the oldest labelled, the next named); the face is like both younger ages alike."""
+    from face_pipeline_tests.core.test_organize import Space
+
+    sp = Space(seed=5)
+    pat, quinn = _ages(sp, "pat", 2), _ages(sp, "quinn", 2)
+    between = sp.face(pat2=0.5, pat3=0.4, quinn2=0.5, quinn3=0.4)
+    X = np.stack(pat[0] + pat[1] + quinn[0] + quinn[1] + [between])
+    human = np.array([0] * 3 + [-1] * 5 + [1] * 3 + [-1] * 5 + [-1])
+    coarse = np.array([0] * 8 + [1] * 8 + [2])  # each person's two ages one group at the link, apart at the stricter one
+    fine = np.array([0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 + [4])
+    kw = {**_kw(X, coarse), "fine_clusters": fine}
+    res = naming.name_faces(X, human, **kw)
+    b = len(X) - 1
+    assert (res.person[4:8] == 0).all() and (res.person[12:16] == 1).all() and res.person[b] < 0
+    to_pat, to_quinn = (X[b] @ X[4:8].T).max(), (X[b] @ X[12:16].T).max()
+    assert min(to_pat, to_quinn) >= kw["direct"] and abs(to_pat - to_quinn) <= BARS.tell_apart, (to_pat, to_quinn)
+    assert not [s for s in res.suggestions if b in s.rows]
+    # Quinn's younger photos a step further off: the face is Pat's next age by the step, and is asked about as Pat.
+    X[12:16] = np.stack([sp.face(quinn1=0.55, quinn2=0.3, quinn9=0.6) for _ in range(4)])
+    res = naming.name_faces(X, human, **{**_kw(X, coarse), "fine_clusters": fine})
+    assert [s.person for s in res.suggestions if b in s.rows] == [0]
+
+
+def test_what_a_chain_step_is_not():
+    """A step is a pair of two photos' faces, at the direct bar, that nobody called different people, from a face
+    good enough to carry a name (rule 4). Pat at two ages (the oldest labelled, the next named) and one face of the
+    age after: asked about as Pat by its step; not when it shares a photo with Pat's face, not when a person said it
+    and Pat's younger faces are different people, not when the only face it steps from is a poor label."""
+    from face_pipeline_tests.core.test_organize import Space
+
+    sp = Space(seed=7)
+    pat = _ages(sp, "pat", 3)
+    X = np.stack(pat[0] + pat[1] + [pat[2][0]])
+    human = np.array([0] * 3 + [-1] * 6)
+    coarse, fine = np.array([0] * 8 + [1]), np.array([0] * 4 + [1] * 4 + [2])
+    young, younger = np.arange(4, 8), len(X) - 1
+    kw = {**_kw(X, coarse), "fine_clusters": fine}
+    assert (X[younger] @ X[human == 0].T).max() < BARS.impostor <= kw["direct"] <= (X[younger] @ X[young].T).max()
+
+    def asked(X=X, human=human, **over) -> list:
+        res = naming.name_faces(X, human, **{**kw, **over})
+        assert (res.person[young] == 0).all() and res.person[younger] < 0
+        return [(s.kind, s.person) for s in res.suggestions if younger in s.rows]
+
+    assert asked() == [("face_is_person", 0)]
+    photos = list(range(len(X)))
+    photos[younger] = photos[young[0]]  # in one photo with one of Pat's younger faces: two people
+    assert asked(groups=photos) == []
+    assert asked(cannot_link=[(younger, int(f)) for f in young]) == []
+    assert asked(cannot_link=[(younger, int(young[0]))]) == [("face_is_person", 0)]  # the other younger faces still step
+    # The only face it steps from is a label: good, it is asked about; too poor to carry a name (rule 4), it is not.
+    lone = np.stack(pat[0][:3] + [pat[1][0], pat[2][0]])
+    lone_human = np.array([0, 0, 0, 0, -1])
+    lone_kw = {**_kw(lone, np.array([0, 0, 0, 1, 2])), "fine_clusters": np.array([0, 0, 0, 1, 2])}
+    good = naming.name_faces(lone, lone_human, quality=np.full(5, 0.9), **{k: v for k, v in lone_kw.items() if k != "quality"})
+    assert [(s.kind, s.person) for s in good.suggestions if 4 in s.rows] == [("face_is_person", 0)]
+    poor = naming.name_faces(lone, lone_human, quality=np.array([0.9, 0.9, 0.9, 0.1, 0.9]),
+                             **{k: v for k, v in lone_kw.items() if k != "quality"})
+    assert [s for s in poor.suggestions if 4 in s.rows] == []
