@@ -209,7 +209,7 @@ def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | N
 def _clustering_graph(settings: Settings, lib: Library, lowest: float) -> tuple[np.ndarray, np.ndarray]:
     """The kNN graph the clusterings read (their method's neighbours), from the library's :class:`NeighbourCache`,
     kept down to the lowest floor any reader needs (the link's, the stricter link's, ``lowest``: chain questions
-    weigh competitors a little under the direct bar), so that it is computed once per organise for all of them."""
+    weigh competitors a little under the stricter link), so that it is computed once per organise for all of them."""
     from face_pipeline.core.clustering.neighbours import _normalise, neighbour_graph
 
     spec = cluster_mod.REGISTRY[settings.unknown_method]
@@ -278,7 +278,8 @@ def supervised_assignment(
         rejected = {row_of[f]: {pindex[p] for p in ps if p in pindex} for f, ps in lib.rejections.items() if f in row_of}
         # Chain questions read the clustering's own kNN graph (full runs only, as all suggestions): asked for here,
         # before the stricter clustering asks for it at its higher floor, it is built once for both.
-        graph = _clustering_graph(settings, lib, lowest=threshold - bars.tell_apart) if rows is None and space == "raw" else None
+        chains = rows is None and space == "raw" and bars.tell_apart > 0  # naming._chain_questions
+        graph = _clustering_graph(settings, lib, lowest=naming.FINE_LINK - bars.tell_apart) if chains else None
         result = naming.name_faces(
             lib.X, human, groups=lib.image_ids, quality=lib.quality_scores,
             clusters=_evidence_clusters(settings, lib, rows, cannot, must), direct=threshold, impostor=impostor,

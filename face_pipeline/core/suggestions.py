@@ -80,7 +80,8 @@ class Suggestion:
     ``score`` is the evidence (a face's score against the person; for a group without labels, the median of its
     faces' scores; for a step of a chain of the person's own photos, the cosine of the closest pair); ``bar`` is what automatic
     naming would have needed; ``floor`` is where the evidence starts to mean anything: the model's impostor bar
-    (naming rule 3), the score two different people reach by chance. The queue is ordered by :attr:`priority`: how
+    (naming rule 3), the score two different people reach by chance (0 for a group that holds the person's labels:
+    the labels are the evidence there). The queue is ordered by :attr:`priority`: how
     many faces an answer settles times how far the evidence has come from the floor towards the bar, so the answers
     that teach the most come first. A score just above the impostor bar is what a stranger who resembles the person
     gets; counting it as most of the way to the bar (``score / bar``, as when no floor is given) put a 32-face

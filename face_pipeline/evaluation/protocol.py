@@ -179,7 +179,7 @@ def neighbours_of(d: LabelledFaces, cfg: OursConfig) -> tuple[np.ndarray, np.nda
     from face_pipeline.core.naming import FINE_LINK
 
     spec = REGISTRY[cfg.method]
-    floor = min(spec.floor(cfg.threshold), spec.floor(FINE_LINK), cfg.direct - cfg.tell_apart)  # as organize asks for it
+    floor = min(spec.floor(cfg.threshold), spec.floor(FINE_LINK), FINE_LINK - cfg.tell_apart)  # as organize asks for it
     key = (cfg.method, float(floor))
     cached = getattr(d, "_neighbours", None)
     if cached is None or cached[0] != key:
@@ -197,7 +197,7 @@ def run_ours(d: LabelledFaces, split: Split, clusters: np.ndarray, cfg: OursConf
 
     cfg = _defaults(cfg or OursConfig())
     t0 = time.perf_counter()
-    graph = neighbours_of(d, cfg)
+    graph = neighbours_of(d, cfg) if cfg.tell_apart > 0 else None  # chain questions need the model's measured lead
     res = name_faces(d.X, split.human, groups=d.photo.tolist(), quality=d.quality, clusters=clusters, direct=cfg.direct,
                      impostor=cfg.impostor, min_quality=cfg.min_quality, group_names=cfg.group_names,
                      fine_clusters=fine, fine_link_quality=cfg.fine_link_quality, tell_apart=cfg.tell_apart, rejected=rejected,
