@@ -573,7 +573,8 @@ def count_suggestions(settings: Settings, kind: str | None = None, status: str |
 def list_suggestions(settings: Settings, kind: str | None = None, status: str | None = "open", limit: int = 50,
                      offset: int = 0) -> list[SuggestionInfo]:
     """Suggestions: questions about names already given first (:data:`CHECKS_FIRST`), then the ones whose answer
-    settles most (priority: faces settled × closeness to the bar).
+    settles most (priority: faces settled × closeness to the bar); among equals the stronger evidence first (many
+    questions reach closeness 1: every step of a chain, every group at the bar).
 
     ``status``: ``open`` (default: answerable now), ``accepted``, ``rejected``, ``stale`` or ``all``; ``kind``: one
     of :data:`SUGGESTION_KINDS` or ``None`` for every kind. Each carries its faces (a strip of the best
@@ -582,7 +583,7 @@ def list_suggestions(settings: Settings, kind: str | None = None, status: str | 
         raise InvalidInput("limit and offset must not be negative")
     with session_scope(settings.sql_url) as s:
         q = _query(kind, status).order_by(SuggestionRecord.kind.in_(CHECKS_FIRST).desc(), SuggestionRecord.priority.desc(),
-                                          SuggestionRecord.id).limit(limit).offset(offset)
+                                          SuggestionRecord.score.desc(), SuggestionRecord.id).limit(limit).offset(offset)
         rows = list(s.scalars(q))
         return _infos(s, rows, LIST_FACES_PER_SIDE)
 

@@ -58,7 +58,7 @@ def _identity(d: LabelledFaces, row: int) -> str | None:
 
 def _queue(suggestions) -> list:
     """The product's queue order (:func:`suggestions.list_suggestions`): questions about names already given first,
-    then by :attr:`Suggestion.priority` (faces settled × closeness to the bar)."""
+    then by :attr:`Suggestion.priority` (faces settled × closeness to the bar), then by score."""
     from face_pipeline.core.suggestions import CHECKS_FIRST, Suggestion
 
     def priority(s) -> float:
