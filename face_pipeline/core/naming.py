@@ -183,6 +183,16 @@ def bars_for(model_name: str) -> ModelBars:
     return MODEL_BARS.get(model_name, UNMEASURED)
 
 
+def chain_graph_floor(method: str, link: float, tell_apart: float) -> float:
+    """The floor the kNN graph is kept down to when naming reads it for chain questions: the lowest any reader
+    needs (the clustering at ``link``, the stricter one at :data:`FINE_LINK`, the chain's competitors a
+    ``tell_apart`` under the stricter link), so one graph serves all of them (:func:`_chain_questions`)."""
+    from face_pipeline.core.cluster import REGISTRY
+
+    spec = REGISTRY[method]
+    return min(spec.floor(link), spec.floor(FINE_LINK), FINE_LINK - tell_apart)
+
+
 @dataclass(frozen=True)
 class RawSuggestion:
     """A suggestion in row / person-index terms (organize turns it into a ``suggestions.Suggestion``)."""
@@ -645,10 +655,10 @@ def _suggestions(X, human, person, cand, S, bad_local, res, pers, protos, strate
         out.append(RawSuggestion("cluster_is_person", tuple(rows), person=int(pers[c_p]), score=score, bar=direct, floor=floor,
                                  cluster=c))
     if pending:
+        sizes = [len(groups_of[c]) for c, _ in pending]
         f = np.concatenate([groups_of[c] for c, _ in pending])
-        q = np.repeat([c_p for _, c_p in pending], [len(groups_of[c]) for c, _ in pending])
-        each = assign_mod.pair_scores(protos, X, f, q, strategy)
-        for (c, c_p), v in zip(pending, np.split(each, np.cumsum([len(groups_of[c]) for c, _ in pending])[:-1])):
+        each = assign_mod.pair_scores(protos, X, f, np.repeat([c_p for _, c_p in pending], sizes), strategy)
+        for (c, c_p), v in zip(pending, np.split(each, np.cumsum(sizes)[:-1])):
             out.append(RawSuggestion("cluster_is_person", tuple(groups_of[c]), person=int(pers[c_p]), score=float(np.median(v)),
                                      bar=direct, floor=impostor, cluster=c))
 
@@ -780,10 +790,7 @@ def _chain_questions(person: np.ndarray, cand: np.ndarray, S: "_Scores", bad_loc
     if grouping is not None:
         free = np.flatnonzero(unnamed & (grouping >= 0))
         members = {c: rows for c, rows in _rows_by(free, grouping[free])}
-    in_photo: dict[int, set[int]] = defaultdict(set)
-    if photo is not None:
-        for i in np.flatnonzero(person >= 0):
-            in_photo[int(photo[i])].add(int(person[i]))
+    in_photo = _people_by_photo(person, photo, person >= 0)
 
     def someone_elses(f: int, p: int) -> bool:
         """The face's group, at either link, holds other people's labels and not ``p``'s (rule 5)."""
@@ -812,7 +819,7 @@ def _chain_questions(person: np.ndarray, cand: np.ndarray, S: "_Scores", bad_loc
         own = [v for f in faces for c, v in zip(*S.row(local_of[int(f)])) if c != c_p]
         if own and max(own) >= s - tell_apart:
             return None  # the faces' own scores for someone else are as near as the step
-        faces = np.array([f for f in faces if p not in in_photo.get(int(photo[f]) if photo is not None else -1, ())
+        faces = np.array([f for f in faces if (photo is None or p not in in_photo.get(photo[f], ()))
                           and not someone_elses(int(f), p)], dtype=np.int64)
         if faces.size == 0:
             return None

@@ -206,15 +206,14 @@ def _evidence_clusters(settings: Settings, lib: Library, rows: Sequence[int] | N
     return labels
 
 
-def _clustering_graph(settings: Settings, lib: Library, lowest: float) -> tuple[np.ndarray, np.ndarray]:
+def _clustering_graph(settings: Settings, lib: Library, tell_apart: float) -> tuple[np.ndarray, np.ndarray]:
     """The kNN graph the clusterings read (their method's neighbours), from the library's :class:`NeighbourCache`,
-    kept down to the lowest floor any reader needs (the link's, the stricter link's, ``lowest``: chain questions
-    weigh competitors a little under the stricter link), so that it is computed once per organise for all of them."""
+    kept down to the lowest floor any reader needs (:func:`naming.chain_graph_floor`), so that it is computed once
+    per organise for all of them."""
     from face_pipeline.core.clustering.neighbours import _normalise, neighbour_graph
 
-    spec = cluster_mod.REGISTRY[settings.unknown_method]
-    floor = min(spec.floor(settings.unknown_threshold), spec.floor(naming.FINE_LINK), lowest)
-    k, Xn = int(settings.unknown_knn or spec.k), _normalise(lib.X)
+    floor = naming.chain_graph_floor(settings.unknown_method, settings.unknown_threshold, tell_apart)
+    k, Xn = int(settings.unknown_knn or cluster_mod.REGISTRY[settings.unknown_method].k), _normalise(lib.X)
     if Xn is lib.X:  # the clustering shares this graph (it shares it only for vectors already unit-length)
         return lib.neighbours.graph(lib.X, k, floor=floor, seed=0)
     return neighbour_graph(Xn, k, floor=floor, seed=0)
@@ -279,7 +278,7 @@ def supervised_assignment(
         # Chain questions read the clustering's own kNN graph (full runs only, as all suggestions): asked for here,
         # before the stricter clustering asks for it at its higher floor, it is built once for both.
         chains = rows is None and space == "raw" and bars.tell_apart > 0  # naming._chain_questions
-        graph = _clustering_graph(settings, lib, lowest=naming.FINE_LINK - bars.tell_apart) if chains else None
+        graph = _clustering_graph(settings, lib, bars.tell_apart) if chains else None
         result = naming.name_faces(
             lib.X, human, groups=lib.image_ids, quality=lib.quality_scores,
             clusters=_evidence_clusters(settings, lib, rows, cannot, must), direct=threshold, impostor=impostor,

@@ -176,14 +176,13 @@ def neighbours_of(d: LabelledFaces, cfg: OursConfig) -> tuple[np.ndarray, np.nda
     reads it for chain questions, and the review-queue simulation re-runs naming many times on one library."""
     from face_pipeline.core.cluster import REGISTRY
     from face_pipeline.core.clustering.neighbours import neighbour_graph
-    from face_pipeline.core.naming import FINE_LINK
+    from face_pipeline.core.naming import chain_graph_floor
 
-    spec = REGISTRY[cfg.method]
-    floor = min(spec.floor(cfg.threshold), spec.floor(FINE_LINK), FINE_LINK - cfg.tell_apart)  # as organize asks for it
+    floor = chain_graph_floor(cfg.method, cfg.threshold, cfg.tell_apart)  # as organize asks for it
     key = (cfg.method, float(floor))
     cached = getattr(d, "_neighbours", None)
     if cached is None or cached[0] != key:
-        cached = (key, neighbour_graph(d.X, spec.k, floor=floor))
+        cached = (key, neighbour_graph(d.X, REGISTRY[cfg.method].k, floor=floor))
         d._neighbours = cached  # type: ignore[attr-defined]
     return cached[1]
 
