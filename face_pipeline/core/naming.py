@@ -207,6 +207,9 @@ class RawSuggestion:
     floor: float = 0.0  # where the evidence starts to count (:attr:`suggestions.Suggestion.floor`)
     cluster: int | None = None
     other_cluster: int | None = None
+    #: The face of ``person`` the evidence points at, shown beside the question ("looks like this photo of X"): a
+    #: chain step's own start, else the person's human label the asked faces are most like (:func:`_point_at_labels`).
+    evidence: int | None = None
 
 
 @dataclass
@@ -414,6 +417,29 @@ def name_faces(
             out.suggestions += _chain_questions(person, cand, S, bad_local, col, neighbours, (fine, coarse), photo, good,
                                                 partners, out.suggestions, direct=direct, impostor=impostor,
                                                 tell_apart=tell_apart)
+        out.suggestions = _point_at_labels(X, human, good, out.suggestions)
+    return out
+
+
+def _point_at_labels(X: np.ndarray, human: np.ndarray, good: np.ndarray, asked: list[RawSuggestion]) -> list[RawSuggestion]:
+    """Each question about a person, with the face of theirs its evidence points at where it has none yet: the
+    person's good human label most like the asked faces as a whole (their mean face). A person answering "is this
+    X?" about a child's photo, or about a relative's, answers better beside the photo of X the faces resemble than
+    beside X's best portrait. One product per person: the questions' mean faces against that person's labels."""
+    todo = [q for q, r in enumerate(asked) if r.evidence is None and r.person is not None and r.rows]
+    if not todo:
+        return asked
+    labels = np.flatnonzero((human >= 0) & good)
+    by_person = {p: rows for p, rows in _rows_by(labels, human[labels])}
+    out = list(asked)
+    for p, qs in _rows_by(np.asarray(todo, dtype=np.int64), np.array([asked[q].person for q in todo], dtype=np.int64)):
+        rows = by_person.get(int(p))
+        if rows is None:
+            continue
+        M = np.stack([X[list(asked[q].rows)].mean(axis=0) for q in qs.tolist()])
+        best = rows[np.argmax(M @ X[rows].T, axis=1)]
+        for q, b in zip(qs.tolist(), best.tolist()):
+            out[q] = replace(asked[q], evidence=int(b))
     return out
 
 
@@ -732,7 +758,8 @@ def _chain_questions(person: np.ndarray, cand: np.ndarray, S: "_Scores", bad_loc
     the labels can name it or even ask about it; what ties it to the person is a chain of their own photos across
     the years, each a close neighbour of the next. Rule 2 forbids naming along a chain (faces named in a run vouch
     for nobody), so a chain becomes a question, one step at a time: an unnamed face whose nearest neighbours
-    include a good face of person X (a human label, or a face named X whose name is not itself in question) at the
+    include a good face of person X (a human label, or a face named X whose stricter group holds X's labels: a
+    name given on the face's own score alone is itself in question) at the
     stricter link :data:`FINE_LINK` or above: above where relatives meet (0.4-0.5), as the stricter clustering
     is. At the direct bar instead (seed 0), synthetic family crops were asked 202 steps, 32 of them right, the
     ageing library 91 (58 right) and lfw_dev 3 (1 right); at the stricter link 37 (9), 16 (15) and none. A person
@@ -763,9 +790,15 @@ def _chain_questions(person: np.ndarray, cand: np.ndarray, S: "_Scores", bad_loc
     n, k = idx.shape
     unnamed = np.zeros(n, bool)
     unnamed[cand[person[cand] < 0]] = True
-    known = (person >= 0) & np.isin(person, list(col))  # every named face competes
-    starts = known & good  # ... but only a good face whose name is not in question starts a step
+    known = person >= 0  # every named face competes (a person whose labels are all poor too: rule 4 keeps no prototype)
+    starts = known & np.isin(person, list(col)) & good  # ... but only a good face whose name is not in question starts
     starts[[i for r in asked if r.kind == "check_names" for i in r.rows]] = False
+    fine = views[0] if views else None
+    if fine is not None:  # a name given on the face's own score, its stricter group holding none of X's labels, is weak
+        auto = cand[person[cand] >= 0]
+        tied = np.array([fine.clusters[i] >= 0 and int(person[i]) in fine.holders.get(int(fine.clusters[i]), ()) for i in auto.tolist()],
+                        dtype=bool)
+        starts[auto[~tied]] = False
     a = np.repeat(np.arange(n), k)
     b, v = idx.ravel(), sims.ravel()
     keep = (b >= 0) & (v >= FINE_LINK - tell_apart)  # competitors within tell_apart of a step count too
@@ -824,7 +857,8 @@ def _chain_questions(person: np.ndarray, cand: np.ndarray, S: "_Scores", bad_loc
         if faces.size == 0:
             return None
         kind = "cluster_is_person" if faces.size > 1 else "face_is_person"
-        return RawSuggestion(kind, tuple(int(f) for f in faces), person=p, score=s, bar=direct, floor=impostor)
+        return RawSuggestion(kind, tuple(int(f) for f in faces), person=p, score=s, bar=direct, floor=impostor,
+                             evidence=int(other[at]))
 
     covering: dict[tuple[int, int], int] = {(int(i), r.person): q for q, r in enumerate(asked)
                                             if r.kind in ("cluster_is_person", "face_is_person") for i in r.rows}
@@ -841,7 +875,7 @@ def _chain_questions(person: np.ndarray, cand: np.ndarray, S: "_Scores", bad_loc
                 (n_q,) = over
                 if 2 * len(q.rows) > len(asked[n_q].rows):  # the step is most of a question asked already: lift it
                     if asked[n_q].score < q.score:
-                        asked[n_q] = replace(asked[n_q], score=q.score, floor=min(asked[n_q].floor, impostor))
+                        asked[n_q] = replace(asked[n_q], score=q.score, floor=min(asked[n_q].floor, impostor), evidence=q.evidence)
                     continue
             out.append(q)
     return out

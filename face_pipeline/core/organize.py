@@ -322,6 +322,7 @@ def _suggestion(lib: Library, persons: list[str], r: naming.RawSuggestion) -> Su
         other_person_id=persons[r.other_person] if r.other_person is not None else None,
         other_face_ids=tuple(lib.face_ids[i] for i in r.other_rows), score=round(r.score, 5), bar=round(r.bar, 5), floor=round(r.floor, 5),
         cluster_id=shown_cluster(r.rows) if r.rows else None, other_cluster_id=shown_cluster(r.other_rows) if r.other_rows else None,
+        evidence_face_id=lib.face_ids[r.evidence] if r.evidence is not None else None,
     )
 
 

@@ -26,13 +26,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections import defaultdict
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
 
-from sqlalchemy import and_, exists, func, insert, not_, or_, select, update
+from sqlalchemy import and_, case, exists, func, insert, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from face_pipeline.core.db import session_scope
@@ -100,6 +101,9 @@ class Suggestion:
     floor: float = 0.0
     cluster_id: str | None = None  # display only: the unknown cluster holding face_ids, when there is one
     other_cluster_id: str | None = None
+    #: Display only: the candidate person's face the evidence points at (a chain step's start, else their label the
+    #: faces are most like), shown beside the question; not part of what the question is (its fingerprint).
+    evidence_face_id: str | None = None
 
     @property
     def settles(self) -> int:
@@ -107,7 +111,10 @@ class Suggestion:
 
     @property
     def closeness(self) -> float:
-        """How close the evidence came to the bar, in [0, 1] (the second factor of :attr:`priority`)."""
+        """How close the evidence came to the bar, in [0, 1] (the second factor of :attr:`priority`); 0 for a score
+        that is not a number (no evidence: ``min(1, nan)`` would have put it first)."""
+        if not math.isfinite(self.score):
+            return 0.0
         if self.kind in CHECKS_FIRST:  # a name given: the nearer its evidence to the bar, the more doubtful
             return 1.0 if self.score <= 0 else max(0.0, min(1.0, self.bar / self.score))
         if self.bar <= 0:
@@ -231,6 +238,8 @@ class SuggestionInfo:
     answered_at: datetime | None
     actor: str | None
     answer: dict | None
+    #: The candidate's face the evidence points at ("looks like this photo of X"), while it is still theirs.
+    evidence_face: SuggestionFaceInfo | None = None
 
     @property
     def question(self) -> str:
@@ -278,6 +287,7 @@ def _canonical(s: Suggestion) -> Suggestion:
         if not a or (s.kind == "face_is_person" and len(a) != 1):
             raise InvalidInput(f"a {s.kind} suggestion needs {'exactly one face' if s.kind == 'face_is_person' else 'faces'}")
         return replace(s, face_ids=a, other_face_ids=(), other_cluster_id=None)
+    s = replace(s, evidence_face_id=None)  # only a question about one person points at a face of theirs
     persons = [p for p in (s.person_id, s.other_person_id) if p]
     if len(persons) == 2:
         if a or b:
@@ -351,6 +361,10 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
         for fid, src in s.execute(select(FaceInstance.face_id, FaceInstance.assignment_source).where(FaceInstance.face_id.in_(chunk))):
             if src not in HUMAN_SOURCES:
                 human_or_gone.discard(fid)
+    evidence = sorted({x.evidence_face_id for x in wanted if x.evidence_face_id})
+    present: set[str] = set()  # evidence faces still in the library (a photo may have gone since the run read it)
+    for chunk in _chunks(evidence):
+        present.update(s.scalars(select(FaceInstance.face_id).where(FaceInstance.face_id.in_(chunk))))
     person_ids = sorted({p for x in wanted for p in (x.person_id, x.other_person_id) if p})
     active = set()
     for chunk in _chunks(person_ids):
@@ -446,7 +460,8 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
     for fp, y in kept.items():
         row = existing.get(fp)
         values = dict(score=float(y.score), bar=float(y.bar), priority=float(priority[fp]), cluster_id=y.cluster_id,
-                      other_cluster_id=y.other_cluster_id)
+                      other_cluster_id=y.other_cluster_id,
+                      evidence_face_id=y.evidence_face_id if y.evidence_face_id in present else None)
         if row is not None:
             for k, v in values.items():
                 if getattr(row, k) != v:
@@ -574,7 +589,8 @@ def list_suggestions(settings: Settings, kind: str | None = None, status: str | 
                      offset: int = 0) -> list[SuggestionInfo]:
     """Suggestions: questions about names already given first (:data:`CHECKS_FIRST`), then the ones whose answer
     settles most (priority: faces settled × closeness to the bar); among equals the stronger evidence first (many
-    questions reach closeness 1: every step of a chain, every group at the bar).
+    questions reach closeness 1: every step of a chain, every group at the bar), and among names given to check the
+    weaker evidence first (every one at or under the bar reaches closeness 1: the most doubtful first).
 
     ``status``: ``open`` (default: answerable now), ``accepted``, ``rejected``, ``stale`` or ``all``; ``kind``: one
     of :data:`SUGGESTION_KINDS` or ``None`` for every kind. Each carries its faces (a strip of the best
@@ -582,8 +598,10 @@ def list_suggestions(settings: Settings, kind: str | None = None, status: str | 
     if limit < 0 or offset < 0:
         raise InvalidInput("limit and offset must not be negative")
     with session_scope(settings.sql_url) as s:
-        q = _query(kind, status).order_by(SuggestionRecord.kind.in_(CHECKS_FIRST).desc(), SuggestionRecord.priority.desc(),
-                                          SuggestionRecord.score.desc(), SuggestionRecord.id).limit(limit).offset(offset)
+        checks = SuggestionRecord.kind.in_(CHECKS_FIRST)
+        stronger = case((checks, SuggestionRecord.score), else_=-SuggestionRecord.score)  # a name given: the weaker first
+        q = _query(kind, status).order_by(checks.desc(), SuggestionRecord.priority.desc(), stronger.asc(),
+                                          SuggestionRecord.id).limit(limit).offset(offset)
         rows = list(s.scalars(q))
         return _infos(s, rows, LIST_FACES_PER_SIDE)
 
@@ -613,16 +631,19 @@ def _infos(s: Session, rows: list[SuggestionRecord], per_side: int | None) -> li
     live = set(s.scalars(select(SuggestionRecord.id).where(SuggestionRecord.id.in_(ids), _live())))
     members: dict[int, list[tuple[int, object]]] = defaultdict(list)
     F = FaceInstance  # columns only: whole rows would decode every face's landmarks, a third of a page's time
-    for r in s.execute(select(SuggestionFace.suggestion_id, SuggestionFace.side, F.face_id, F.image_id, F.x1, F.y1, F.x2, F.y2,
-                              F.quality_score, F.person_id, F.assignment_source)
+    columns = (F.face_id, F.image_id, F.x1, F.y1, F.x2, F.y2, F.quality_score, F.person_id, F.assignment_source)
+    for r in s.execute(select(SuggestionFace.suggestion_id, SuggestionFace.side, *columns)
                        .join(F, F.face_id == SuggestionFace.face_id).where(SuggestionFace.suggestion_id.in_(ids))):
         members[r.suggestion_id].append((r.side, r))
+    evidence = {}
+    for chunk in _chunks(sorted({r.evidence_face_id for r in rows if r.evidence_face_id})):
+        evidence.update((f.face_id, f) for f in s.execute(select(*columns).where(F.face_id.in_(chunk))))
     all_faces = sorted({f.face_id for m in members.values() for _, f in m})
     rejected: set[tuple[str, str]] = set()
     for chunk in _chunks(all_faces):
         rejected.update((fid, pid) for fid, pid in s.execute(select(FaceRejection.face_id, FaceRejection.person_id)
                                                              .where(FaceRejection.face_id.in_(chunk))))
-    images = sorted({f.image_id for m in members.values() for _, f in m})
+    images = sorted({f.image_id for m in members.values() for _, f in m} | {f.image_id for f in evidence.values()})
     paths: dict[str, str] = {}
     for chunk in _chunks(images):
         for image_id, path in s.execute(select(Photo.image_id, Photo.path).where(Photo.image_id.in_(chunk), Photo.status == PHOTO_OK)
@@ -640,6 +661,11 @@ def _infos(s: Session, rows: list[SuggestionRecord], per_side: int | None) -> li
         for lst in sides:
             lst.sort(key=lambda x: (x.settled, -(x.quality_score if x.quality_score is not None else -1.0), x.face_id))
         status = r.status if r.status != SUGGESTION_OPEN or r.id in live else SUGGESTION_STALE
+        e = evidence.get(r.evidence_face_id) if r.evidence_face_id else None
+        shown = None
+        if e is not None and r.person_id and e.person_id == r.person_id:  # only while it is still a face of theirs
+            shown = SuggestionFaceInfo(e.face_id, e.image_id, paths.get(e.image_id), (e.x1, e.y1, e.x2, e.y2), e.quality_score,
+                                       e.person_id, e.assignment_source, True)
         out.append(SuggestionInfo(
             id=r.id, kind=r.kind, status=status, score=r.score, bar=r.bar, priority=r.priority,
             settles=(sum(not x.settled for lst in sides for x in lst) if r.faces or r.other_faces
@@ -649,7 +675,7 @@ def _infos(s: Session, rows: list[SuggestionRecord], per_side: int | None) -> li
             cluster_id=r.cluster_id, other_cluster_id=r.other_cluster_id,
             faces=sides[0][:per_side] if per_side else sides[0], other_faces=sides[1][:per_side] if per_side else sides[1],
             face_count=len(sides[0]), other_face_count=len(sides[1]), created_at=r.created_at, updated_at=r.updated_at,
-            answered_at=r.answered_at, actor=r.actor, answer=r.answer,
+            answered_at=r.answered_at, actor=r.actor, answer=r.answer, evidence_face=shown,
         ))
     return out
 

@@ -58,14 +58,15 @@ def _identity(d: LabelledFaces, row: int) -> str | None:
 
 def _queue(suggestions) -> list:
     """The product's queue order (:func:`suggestions.list_suggestions`): questions about names already given first,
-    then by :attr:`Suggestion.priority` (faces settled × closeness to the bar), then by score."""
+    then by :attr:`Suggestion.priority` (faces settled × closeness to the bar), then by the stronger evidence (for a
+    name given, the weaker: the most doubtful first)."""
     from face_pipeline.core.suggestions import CHECKS_FIRST, Suggestion
 
     def priority(s) -> float:
         rows = tuple(map(str, s.rows)) if s.rows else ()
         return Suggestion(s.kind, rows, other_face_ids=tuple(map(str, s.other_rows)), score=s.score, bar=s.bar, floor=s.floor).priority
 
-    return sorted(suggestions, key=lambda s: (s.kind not in CHECKS_FIRST, -priority(s), -s.score))
+    return sorted(suggestions, key=lambda s: (s.kind not in CHECKS_FIRST, -priority(s), s.score if s.kind in CHECKS_FIRST else -s.score))
 
 
 def _label(a: Answered, rows, who: int) -> None:

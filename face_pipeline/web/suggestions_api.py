@@ -31,8 +31,8 @@ def _need() -> None:
 def _plain(obj: Any) -> dict[str, Any]:
     """A suggestion as JSON-ready data, whatever shape the queue returns (its ``SuggestionInfo`` with nested
     person and face records, or a flat record). Normalised so the page and API clients always find ``face_ids``,
-    ``other_face_ids``, ``person_id``/``person_name``/``person_cover_face_id`` (and ``other_…``) and
-    ``question``. File paths are dropped: photos are served by id only."""
+    ``other_face_ids``, ``person_id``/``person_name``/``person_cover_face_id`` (and ``other_…``), ``evidence_face_id`` (the
+    candidate's face the evidence points at, or null) and ``question``. File paths are dropped: photos are served by id only."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         d = dataclasses.asdict(obj)
     elif isinstance(obj, dict):
@@ -54,6 +54,11 @@ def _plain(obj: Any) -> dict[str, Any]:
             d.setdefault(f"{side}person_id", person.get("person_id"))
             d.setdefault(f"{side}person_name", person.get("name"))
             d.setdefault(f"{side}person_cover_face_id", person.get("cover_face_id"))
+    evidence = d.get("evidence_face")
+    if isinstance(evidence, dict):
+        evidence.pop("photo_path", None)
+        d.setdefault("evidence_face_id", evidence.get("face_id"))
+    d.setdefault("evidence_face_id", None)
     for k, v in list(d.items()):
         if isinstance(v, tuple):
             d[k] = list(v)

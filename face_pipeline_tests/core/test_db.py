@@ -69,6 +69,109 @@ def test_upgrade_creates_every_table_and_is_idempotent(db_url):
         assert {c["name"] for c in insp.get_columns(name)} == set(table.columns.keys()), name
 
 
+def _upgrade_in_a_process(url: str, start, results) -> None:
+    import traceback
+
+    get_engine(url)  # imports and engine first, so the processes reach the upgrade together
+    start.wait()
+    try:
+        upgrade(url)
+        results.put("ok")
+    except Exception:  # reported to the test, which shows it
+        results.put(traceback.format_exc())
+
+
+def test_processes_started_together_after_a_package_upgrade_all_find_the_schema_new(db_url):
+    """The daemon, a run and a CLI command often start together after the package gained a migration: one
+    migrates, the others wait and find nothing to do (each used to run the same step, and all but one failed)."""
+    import multiprocessing as mp
+
+    from alembic import command
+    from alembic.config import Config
+
+    from face_pipeline.core.db.session import head_revision
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(db_url).replace("%", "%%"))
+    with get_engine(db_url).begin() as conn:  # a library left at the schema before the newest migration
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head-1")
+    with get_engine(db_url).connect() as conn:
+        before = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    assert before != head_revision()
+    ctx, n = mp.get_context("spawn"), 6
+    start, queue = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_upgrade_in_a_process, args=(db_url, start, queue)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert results == ["ok"] * n, "\n".join(r for r in results if r != "ok")
+    with get_engine(db_url).connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]
+
+
+def _insert(conn, table: str, **given) -> None:
+    """A row of ``table`` as the database has it now (reflected: the schema of an older revision), its required
+    columns filled with plain values."""
+    from sqlalchemy import MetaData, Table
+
+    t = Table(table, MetaData(), autoload_with=conn)
+    plain = {int: 0, float: 0.0, bool: False, str: "x", dict: {}, list: []}
+    row = dict(given)
+    for c in t.columns:
+        if c.name in row or c.nullable or c.server_default is not None or (c.primary_key and c.autoincrement is not False and c.name == "id"):
+            continue
+        try:
+            kind = c.type.python_type
+        except NotImplementedError:
+            kind = str
+        row[c.name] = datetime(2024, 1, 1, tzinfo=timezone.utc) if kind is datetime else plain.get(kind, "x")
+    conn.execute(t.insert(), row)
+
+
+def test_the_newest_migration_keeps_every_row(db_url):
+    """A library at the revision before the newest, with a question, its faces and an answer that points at it:
+    upgrading keeps them all. (On SQLite, Alembic alters a table by copying it and dropping the old one; with
+    foreign keys on, that drop emptied ``suggestion_faces`` by cascade and cut answers from their question.)"""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(db_url).replace("%", "%%"))
+    with get_engine(db_url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head-1")
+    tables = ("photo_batches", "persons", "photos", "face_instances", "suggestions", "suggestion_faces", "face_pair_constraints",
+              "face_rejections")
+    with get_engine(db_url).begin() as conn:
+        _insert(conn, "photo_batches", name="b")
+        _insert(conn, "persons", person_id="p1", name="Ann")
+        _insert(conn, "photos", image_id="i0", batch="b", path="/p/a.jpg")
+        for k in range(3):
+            _insert(conn, "face_instances", face_id=f"f{k}", image_id="i0", batch="b", face_index=k, person_id="p1")
+        _insert(conn, "suggestions", id=1, kind="face_is_person", status="rejected", fingerprint="fp", person_id="p1")
+        _insert(conn, "suggestion_faces", suggestion_id=1, face_id="f0", side=0)
+        _insert(conn, "face_pair_constraints", face_id_a="f0", face_id_b="f1", same=False, actor="me", suggestion_id=1)
+        _insert(conn, "face_rejections", face_id="f2", person_id="p1")
+
+    def state():
+        with get_engine(db_url).connect() as conn:
+            return ({t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in tables},
+                    conn.execute(text("SELECT suggestion_id FROM face_pair_constraints")).scalar())
+
+    before = state()
+    assert all(before[0].values()) and before[1] == 1
+    upgrade(db_url)
+    assert state() == before
+    with get_engine(db_url).connect() as conn:
+        if conn.dialect.name == "sqlite":  # and the connection handed back checks references again
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
 def test_sqlite_engine_uses_wal_and_foreign_keys(tmp_path):
     url = f"sqlite:///{tmp_path / 'wal.sqlite'}"
     with get_engine(url).connect() as conn:

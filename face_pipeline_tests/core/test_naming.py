@@ -835,6 +835,7 @@ def test_a_person_growing_up_is_found_one_confirmed_step_at_a_time():
         assert step.score >= naming.FINE_LINK and step.floor == BARS.impostor
         (t,) = {t for t in range(5) for i in step.rows if i in pat[t]}
         assert t >= 1 and pats[pat[t - 1]].all()  # the step starts from Pat's photos
+        assert step.evidence in pat[t - 1]  # and the question shows the photo it starts from, beside it
         assert not pats[np.concatenate(pat[t:])].any()  # and nothing past it is named Pat before it is confirmed
         human[list(step.rows)] = 0  # a person says yes
         confirmed.append(t)
@@ -942,3 +943,23 @@ def test_a_group_one_of_whose_faces_was_rejected_is_asked_about_face_by_face():
     assert [(s.kind, s.rows, s.person) for s in res.suggestions if set(s.rows) & set(younger)] == [("face_is_person", (9,), 0)]
     res = naming.name_faces(X, human, rejected={8: {0}, 9: {0}}, **kw)
     assert not [s for s in res.suggestions if set(s.rows) & set(younger) and s.person == 0]
+
+
+def test_a_question_shows_the_photo_of_the_person_its_faces_look_most_like():
+    """Beside "are these Pat?" the review page shows the photo of Pat the faces resemble (``evidence``), not Pat's
+    best portrait: Pat labelled at two looks (beard, no beard) and a group of unnamed bearded faces that only
+    resembles him; the question points at a bearded label, whichever label is Pat's best."""
+    from face_pipeline_tests.core.test_organize import Space
+
+    sp = Space(seed=11)
+    shaved = [sp.face(pat=0.75, shaved=0.45) for _ in range(3)]
+    bearded = [sp.face(pat=0.6, beard=0.6) for _ in range(2)]
+    group = [sp.face(pat=0.38, beard=0.6) for _ in range(4)]  # near Pat's bearded photos, not near enough to name
+    X = np.stack(shaved + bearded + group)
+    human = np.array([0, 0, 0, 0, 0, -1, -1, -1, -1])
+    clusters = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    res = naming.name_faces(X, human, groups=list(range(len(X))), quality=None, clusters=clusters, fine_clusters=clusters,
+                            direct=SETTINGS.person_match_threshold, impostor=BARS.impostor)
+    (q,) = [s for s in res.suggestions if s.person == 0 and set(s.rows) == {5, 6, 7, 8}]
+    assert (res.person[5:] < 0).all() and q.evidence in (3, 4)
+    assert not [s for s in res.suggestions if s.kind == "same_person" and s.evidence is not None]

@@ -293,6 +293,20 @@ def test_faces_a_human_labelled_are_dropped_and_open_ones_go_stale(settings, tpl
         assert s.get(SuggestionRecord, q.id).status == "stale"  # recorded, not just computed
 
 
+def test_the_photo_shown_beside_a_question_is_the_candidates_while_it_is_theirs(settings, tpl):
+    """A question may point at the candidate's face its evidence came from; the listing shows it only while that
+    face is still theirs (a person may relabel it), and a question about two groups points at nobody's."""
+    f = tpl.faces
+    store(settings, [Suggestion("face_is_person", (f[0][2],), person_id=tpl.alice, score=0.35, bar=0.40, evidence_face_id=f[0][1]),
+                     Suggestion("same_person", (f[2][0],), other_face_ids=tuple(f[2][1:]), score=0.38, bar=0.40,
+                                evidence_face_id=f[0][1])])
+    q = sg.list_suggestions(settings, kind="face_is_person")[0]
+    assert q.evidence_face.face_id == f[0][1] and q.evidence_face.photo_path and q.evidence_face.person_id == tpl.alice
+    assert sg.list_suggestions(settings, kind="same_person")[0].evidence_face is None
+    labels.label_face(settings, f[0][1], tpl.bob, actor="tester")  # not Alice after all
+    assert sg.get_suggestion(settings, q.id).evidence_face is None
+
+
 def test_a_deleted_person_makes_the_question_stale(settings, tpl):
     store(settings, [Suggestion("face_is_person", (tpl.faces[2][0],), person_id=tpl.bob, score=0.3, bar=0.4)])
     (q,) = sg.list_suggestions(settings)
@@ -467,6 +481,7 @@ def test_organise_asks_and_the_answer_becomes_a_label(settings, tpl):
     about_alice = [q for q in sg.list_suggestions(strict, limit=500) if q.person and q.person.person_id == tpl.alice]
     asked = [q for q in about_alice if f[0][2] in {x.face_id for x in q.faces}]
     assert asked, f"no open question puts Alice's third photo to Alice: {[(q.kind, q.face_count) for q in about_alice]}"
+    assert asked[0].evidence_face and asked[0].evidence_face.face_id in f[0][:2]  # shown beside: a photo Alice was named on
     assert 0 < sg.count_suggestions(strict) <= len(rep.suggestions)
 
     res = sg.accept_suggestion(strict, asked[0].id, actor="tester")
@@ -539,6 +554,17 @@ def test_a_name_given_is_put_first_and_a_no_takes_it_away_for_good(settings, tpl
     assert face(settings, f[0][2]).person_id != tpl.alice  # and never comes back
     assert not [q for q in sg.list_suggestions(settings, limit=500)
                 if q.person and q.person.person_id == tpl.alice and f[0][2] in {x.face_id for x in q.faces}]
+
+
+def test_among_names_given_at_the_bar_the_most_doubtful_is_asked_first(settings, tpl):
+    """Two names given whose evidence stayed at or under the bar reach the same priority (closeness 1, one face
+    each): the weaker evidence is the more doubtful name, asked first (other questions: the stronger first)."""
+    f = tpl.faces
+    store(settings, [Suggestion("check_names", (f[0][2],), person_id=tpl.alice, score=0.38, bar=0.40),
+                     Suggestion("check_names", (f[1][1],), person_id=tpl.bob, score=0.30, bar=0.40),
+                     Suggestion("face_is_person", (f[2][0],), person_id=tpl.bob, score=0.60, bar=0.40),
+                     Suggestion("face_is_person", (f[2][1],), person_id=tpl.bob, score=0.70, bar=0.40)])
+    assert [q.score for q in sg.list_suggestions(settings)] == [0.30, 0.38, 0.70, 0.60]
 
 
 def test_a_yes_to_a_name_given_makes_it_a_human_label(settings, tpl):

@@ -465,7 +465,7 @@ def make_suggestions(settings: Settings, lib, pids: dict[str, str]) -> None:
     a, b, c = list(lib.faces)
     with scope(settings.sql_url) as s:
         n = replace_pipeline_suggestions(s, [
-            Suggestion("face_is_person", (lib.faces[a][0],), person_id=pids[a], score=0.38, bar=0.40),
+            Suggestion("face_is_person", (lib.faces[a][0],), person_id=pids[a], score=0.38, bar=0.40, evidence_face_id=lib.faces[a][2]),
             Suggestion("face_is_person", (lib.faces[a][1],), person_id=pids[a], score=0.30, bar=0.40),
             Suggestion("same_person", (), person_id=pids[b], other_person_id=pids[c], score=0.35, bar=0.40),
         ])
@@ -487,6 +487,12 @@ def test_suggestion_endpoints(api, web_library):
     face_q = next(i for i in items if i["kind"] == "face_is_person" and i["face_ids"] == [fa[0]])
     assert face_q["person_name"] == a and face_q["person_cover_face_id"] and face_q["question"] == f"Is this {a}?"
     assert "photo_path" not in str(face_q), "no file paths over HTTP"
+    # beside the question, the photo of the candidate the evidence points at (while it is still theirs)
+    assert face_q["evidence_face_id"] == fa[2] and face_q["evidence_face"]["person_id"] == pids[a]
+    assert next(i for i in items if i["kind"] == "face_is_person" and i["face_ids"] == [fa[1]])["evidence_face_id"] is None
+    page = api.client.get("/")
+    card = page.text.split(f'data-suggestion-id="{face_q["id"]}"', 1)[1].split('class="actions"', 1)[0]
+    assert f"/api/v1/faces/{fa[2]}/thumb" in card and "looks like this photo" in card
     merge_q = next(i for i in items if i["kind"] == "same_person")
     assert {merge_q["person_name"], merge_q["other_person_name"]} == {b, c}
     assert len(ok(api.get("/suggestions", params={"kind": "same_person"}))) == 1

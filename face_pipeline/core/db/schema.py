@@ -200,6 +200,9 @@ class SuggestionRecord(Base):
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # or made stale
     actor: Mapped[str | None] = mapped_column(String(100), nullable=True)
     answer: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # what the answer did (name given, counts)
+    #: The candidate's face the evidence points at, shown beside the question (display only; gone with its photo).
+    evidence_face_id: Mapped[str | None] = mapped_column(ForeignKey("face_instances.face_id", ondelete="SET NULL", name="fk_suggestions_evidence_face_id"),
+                                                         nullable=True, index=True)  # indexed: a face deleted finds its questions
 
 
 class SuggestionFace(Base):

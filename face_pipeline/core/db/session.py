@@ -77,8 +77,21 @@ def current_revision(url: str) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+#: PostgreSQL advisory lock key held while migrating (any fixed 64-bit number; this one spells "facepipe").
+_MIGRATION_LOCK = 0x6661636570697065
+
+
 def upgrade(url: str) -> None:
-    """Bring the database to the newest schema (idempotent). A database already at head costs one query."""
+    """Bring the database to the newest schema (idempotent). A database already at head costs one query.
+
+    Processes that start together after an upgrade of the package (the daemon, a run, a CLI command) all find the
+    schema behind; one migrates and the others wait for it, then find nothing to do. Without the lock each ran the
+    same step and all but the first failed ("expected to match one row when updating '0004' to '0005'"). The
+    lock is a file beside a SQLite database, an advisory lock on PostgreSQL (held to the end of the transaction).
+
+    On SQLite, foreign keys are off while migrating (and checked before the commit): Alembic alters a SQLite table
+    by copying it and dropping the old one, and with foreign keys on, that drop deletes the old rows first, which
+    cascades (a question's faces) and sets references to NULL (an answer's question), silently."""
     head = head_revision()
     if head is not None and current_revision(url) == head:
         return
@@ -88,9 +101,45 @@ def upgrade(url: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
-    with get_engine(url).begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    with _migration_file_lock(url), get_engine(url).connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:  # off while migrating (docstring): a batch table copy would cascade its deletes
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)" % _MIGRATION_LOCK)
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")  # reads the version after the lock: a finished peer leaves nothing to do
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:  # rolled back: a migration that breaks a reference is a bug, never a library's loss
+                        raise RuntimeError(f"a migration left {len(broken)} broken references (first: {broken[0]}); nothing was changed")
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")  # the pooled connection goes back as it came
+                conn.commit()
+
+
+@contextmanager
+def _migration_file_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on ``<database>.migrate.lock`` for a SQLite file (nothing for other databases)."""
+    url = normalize_url(url)
+    path = url.split("sqlite:///", 1)[-1] if url.startswith("sqlite") else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    import fcntl
+
+    lock = Path(path + ".migrate.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextmanager
