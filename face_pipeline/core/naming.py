@@ -431,15 +431,20 @@ def _point_at_labels(X: np.ndarray, human: np.ndarray, good: np.ndarray, asked: 
         return asked
     labels = np.flatnonzero((human >= 0) & good)
     by_person = {p: rows for p, rows in _rows_by(labels, human[labels])}
+    sizes = np.array([len(asked[q].rows) for q in todo])
+    faces = np.fromiter((i for q in todo for i in asked[q].rows), dtype=np.int64, count=int(sizes.sum()))
+    from scipy import sparse
+
+    member = sparse.csr_matrix((np.ones(faces.size, np.float32), faces, np.r_[0, np.cumsum(sizes)]), shape=(len(todo), len(X)))
+    M = np.asarray(member @ X)  # each question's faces summed: the direction of its mean face
     out = list(asked)
-    for p, qs in _rows_by(np.asarray(todo, dtype=np.int64), np.array([asked[q].person for q in todo], dtype=np.int64)):
+    for p, at in _rows_by(np.arange(len(todo)), np.array([asked[q].person for q in todo], dtype=np.int64)):
         rows = by_person.get(int(p))
         if rows is None:
             continue
-        M = np.stack([X[list(asked[q].rows)].mean(axis=0) for q in qs.tolist()])
-        best = rows[np.argmax(M @ X[rows].T, axis=1)]
-        for q, b in zip(qs.tolist(), best.tolist()):
-            out[q] = replace(asked[q], evidence=int(b))
+        best = rows[np.argmax(M[at] @ X[rows].T, axis=1)]
+        for k, b in zip(at.tolist(), best.tolist()):
+            out[todo[k]] = replace(asked[todo[k]], evidence=int(b))
     return out
 
 
