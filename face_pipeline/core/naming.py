@@ -767,7 +767,7 @@ def _chain_questions(person: np.ndarray, cand: np.ndarray, S: "_Scores", bad_loc
     name given on the face's own score alone is itself in question) at the
     stricter link :data:`FINE_LINK` or above: above where relatives meet (0.4-0.5), as the stricter clustering
     is. At the direct bar instead (seed 0), synthetic family crops were asked 202 steps, 32 of them right, the
-    ageing library 91 (58 right) and lfw_dev 3 (1 right); at the stricter link 37 (9), 16 (15) and none. A person
+    ageing library 91 (58 right) and lfw_dev 3 (1 right); at the stricter link 36 (8), 15 (15) and none. A person
     confirms the step (yes makes the faces labels), and the next organise names the ages those labels now reach,
     or asks about the step after. Wrong steps cost one "no", which rule 7 then reads as known not-X.
 
