@@ -426,6 +426,8 @@ def _point_at_labels(X: np.ndarray, human: np.ndarray, good: np.ndarray, asked: 
     person's good human label most like the asked faces as a whole (their mean face). A person answering "is this
     X?" about a child's photo, or about a relative's, answers better beside the photo of X the faces resemble than
     beside X's best portrait. One product per person: the questions' mean faces against that person's labels."""
+    from scipy import sparse
+
     todo = [q for q, r in enumerate(asked) if r.evidence is None and r.person is not None and r.rows]
     if not todo:
         return asked
@@ -433,8 +435,6 @@ def _point_at_labels(X: np.ndarray, human: np.ndarray, good: np.ndarray, asked: 
     by_person = {p: rows for p, rows in _rows_by(labels, human[labels])}
     sizes = np.array([len(asked[q].rows) for q in todo])
     faces = np.fromiter((i for q in todo for i in asked[q].rows), dtype=np.int64, count=int(sizes.sum()))
-    from scipy import sparse
-
     member = sparse.csr_matrix((np.ones(faces.size, np.float32), faces, np.r_[0, np.cumsum(sizes)]), shape=(len(todo), len(X)))
     M = np.asarray(member @ X)  # each question's faces summed: the direction of its mean face
     out = list(asked)
@@ -801,9 +801,7 @@ def _chain_questions(person: np.ndarray, cand: np.ndarray, S: "_Scores", bad_loc
     fine = views[0] if views else None
     if fine is not None:  # a name given on the face's own score, its stricter group holding none of X's labels, is weak
         auto = cand[person[cand] >= 0]
-        tied = np.array([fine.clusters[i] >= 0 and int(person[i]) in fine.holders.get(int(fine.clusters[i]), ()) for i in auto.tolist()],
-                        dtype=bool)
-        starts[auto[~tied]] = False
+        starts[[i for i in auto.tolist() if not _holds_labels_of(fine, i, int(person[i]))]] = False
     a = np.repeat(np.arange(n), k)
     b, v = idx.ravel(), sims.ravel()
     keep = (b >= 0) & (v >= FINE_LINK - tell_apart)  # competitors within tell_apart of a step count too
@@ -1111,7 +1109,7 @@ def _someone_else(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: i
     as ``p``'s faces do. A face whose stricter (fine) group holds ``p``'s labels is tied to them and no label-less
     group's figures veto it."""
     views = [v for v in (coarse, fine) if v is not None]
-    tied = fine is not None and fine.clusters[i] >= 0 and p in fine.holders.get(int(fine.clusters[i]), ())
+    tied = _holds_labels_of(fine, i, p)
     if _fine_group_of_its_own(coarse, fine, i, p):
         return True
     for v in views:
@@ -1128,6 +1126,11 @@ def _someone_else(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: i
         if v.score(c, c_p) < direct or v.share_clearing(c, c_p) < MAJORITY or c in v.beside.get(p, ()):
             return True
     return False
+
+
+def _holds_labels_of(v: _EvidenceView | None, i: int, p: int) -> bool:
+    """Face ``i``'s group in clustering ``v`` holds human labels of person ``p`` (others' too, maybe)."""
+    return v is not None and v.clusters[i] >= 0 and p in v.holders.get(int(v.clusters[i]), ())
 
 
 def _fine_group_of_its_own(coarse: _EvidenceView | None, fine: _EvidenceView | None, i: int, p: int) -> bool:

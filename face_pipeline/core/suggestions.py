@@ -355,16 +355,14 @@ def replace_pipeline_suggestions(session: Session, suggestions: Sequence[Suggest
     wanted = [_canonical(x) for x in suggestions]
     now = utcnow()
 
-    face_ids = sorted({f for x in wanted for f in (*x.face_ids, *x.other_face_ids)})
+    face_ids = {f for x in wanted for f in (*x.face_ids, *x.other_face_ids)}
     human_or_gone: set[str] = set(face_ids)
-    for chunk in _chunks(face_ids):
+    present: set[str] = set()  # faces still in the library (a photo may have gone since the run read it)
+    for chunk in _chunks(sorted(face_ids | {x.evidence_face_id for x in wanted if x.evidence_face_id})):
         for fid, src in s.execute(select(FaceInstance.face_id, FaceInstance.assignment_source).where(FaceInstance.face_id.in_(chunk))):
+            present.add(fid)
             if src not in HUMAN_SOURCES:
                 human_or_gone.discard(fid)
-    evidence = sorted({x.evidence_face_id for x in wanted if x.evidence_face_id})
-    present: set[str] = set()  # evidence faces still in the library (a photo may have gone since the run read it)
-    for chunk in _chunks(evidence):
-        present.update(s.scalars(select(FaceInstance.face_id).where(FaceInstance.face_id.in_(chunk))))
     person_ids = sorted({p for x in wanted for p in (x.person_id, x.other_person_id) if p})
     active = set()
     for chunk in _chunks(person_ids):
@@ -651,21 +649,20 @@ def _infos(s: Session, rows: list[SuggestionRecord], per_side: int | None) -> li
             paths.setdefault(image_id, path)
     people = _people(s, {p for r in rows for p in (r.person_id, r.other_person_id) if p})
 
+    def info(f, settled: bool) -> SuggestionFaceInfo:
+        return SuggestionFaceInfo(f.face_id, f.image_id, paths.get(f.image_id), (f.x1, f.y1, f.x2, f.y2), f.quality_score,
+                                  f.person_id, f.assignment_source, settled)
+
     out = []
     for r in rows:
         sides: tuple[list[SuggestionFaceInfo], list[SuggestionFaceInfo]] = ([], [])
         for side, f in members.get(r.id, []):
-            settled = f.assignment_source in HUMAN_SOURCES or (f.face_id, r.person_id) in rejected
-            sides[side].append(SuggestionFaceInfo(f.face_id, f.image_id, paths.get(f.image_id), (f.x1, f.y1, f.x2, f.y2),
-                                                  f.quality_score, f.person_id, f.assignment_source, settled))
+            sides[side].append(info(f, f.assignment_source in HUMAN_SOURCES or (f.face_id, r.person_id) in rejected))
         for lst in sides:
             lst.sort(key=lambda x: (x.settled, -(x.quality_score if x.quality_score is not None else -1.0), x.face_id))
         status = r.status if r.status != SUGGESTION_OPEN or r.id in live else SUGGESTION_STALE
         e = evidence.get(r.evidence_face_id) if r.evidence_face_id else None
-        shown = None
-        if e is not None and r.person_id and e.person_id == r.person_id:  # only while it is still a face of theirs
-            shown = SuggestionFaceInfo(e.face_id, e.image_id, paths.get(e.image_id), (e.x1, e.y1, e.x2, e.y2), e.quality_score,
-                                       e.person_id, e.assignment_source, True)
+        shown = info(e, True) if e is not None and r.person_id and e.person_id == r.person_id else None  # while still theirs
         out.append(SuggestionInfo(
             id=r.id, kind=r.kind, status=status, score=r.score, bar=r.bar, priority=r.priority,
             settles=(sum(not x.settled for lst in sides for x in lst) if r.faces or r.other_faces

@@ -26,12 +26,20 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL (``None`` for another database or an in-memory one)."""
+    url = normalize_url(url)
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("sqlite:///", 1)[-1]
+    return path if path and path != ":memory:" else None
+
+
 @lru_cache(maxsize=16)
 def get_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        path = url.split("sqlite:///", 1)[-1]
-        if path and path != ":memory:":
+        if path := _sqlite_file(url):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60})
 
@@ -125,9 +133,8 @@ def upgrade(url: str) -> None:
 @contextmanager
 def _migration_file_lock(url: str) -> Iterator[None]:
     """An exclusive lock on ``<database>.migrate.lock`` for a SQLite file (nothing for other databases)."""
-    url = normalize_url(url)
-    path = url.split("sqlite:///", 1)[-1] if url.startswith("sqlite") else ""
-    if not path or path == ":memory:":
+    path = _sqlite_file(url)
+    if path is None:
         yield
         return
     import fcntl
